@@ -1,0 +1,5 @@
+//! The step cache: reuses transformer residuals across denoising steps.
+
+/// Step-cache settings carried from a config node to a Sampler.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepCacheConfig {}

@@ -1,0 +1,55 @@
+//! What a running node can see and do: its ids, the event channel, cancellation, output folder.
+
+use super::events::{Event, RunId, StepProgress};
+use crate::graph::document::NodeId;
+use crate::registry::NodeError;
+use crossbeam_channel::Sender;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub struct NodeContext<'a> {
+    pub run_id: RunId,
+    pub node: NodeId,
+    /// Folder where output nodes write files.
+    pub output_dir: &'a Path,
+    /// The workflow being run, as `.ron` text (embedded in saved images).
+    pub workflow_ron: &'a str,
+    pub(crate) events: &'a Sender<Event>,
+    pub(crate) cancel: &'a AtomicBool,
+}
+
+impl NodeContext<'_> {
+    /// Sends an event; a closed channel (nobody listening) is not an error.
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn step(&self, step: StepProgress) {
+        self.emit(Event::Step {
+            run_id: self.run_id,
+            node: self.node,
+            step,
+        });
+    }
+
+    pub fn file_written(&self, path: &Path) {
+        self.emit(Event::FileWritten {
+            run_id: self.run_id,
+            node: self.node,
+            path: path.to_path_buf(),
+        });
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Cancelled)` once cancel was asked for; long nodes call it between steps.
+    pub fn check_cancel(&self) -> Result<(), NodeError> {
+        if self.is_cancelled() {
+            Err(NodeError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Data flowing along links between nodes. Cheap to clone (shared), so node reuse can keep it.
+
+use crate::cache::StepCacheConfig;
+use crate::image::RgbImage;
+use crate::models::LoadedModel;
+use crate::registry::{NodeError, PortType};
+use crate::sampling::stats::SamplerStats;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub enum Data {
+    Model(Arc<LoadedModel>),
+    CacheConfig(Arc<StepCacheConfig>),
+    Image(Arc<RgbImage>),
+    RunStats(Arc<SamplerStats>),
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Data::Model(m) => write!(f, "Model({})", m.name),
+            Data::CacheConfig(c) => write!(f, "CacheConfig({c:?})"),
+            Data::Image(i) => write!(f, "Image({}x{})", i.width, i.height),
+            Data::RunStats(s) => write!(f, "RunStats({} steps)", s.steps.len()),
+        }
+    }
+}
+
+impl Data {
+    pub fn port_type(&self) -> PortType {
+        match self {
+            Data::Model(_) => PortType::Model,
+            Data::CacheConfig(_) => PortType::CacheConfig,
+            Data::Image(_) => PortType::Image,
+            Data::RunStats(_) => PortType::RunStats,
+        }
+    }
+
+    fn mismatch(&self, port: &str, expected: PortType) -> NodeError {
+        NodeError::InputType {
+            port: port.to_string(),
+            expected,
+            found: self.port_type(),
+        }
+    }
+
+    pub fn as_model(&self, port: &str) -> Result<&Arc<LoadedModel>, NodeError> {
+        match self {
+            Data::Model(m) => Ok(m),
+            other => Err(other.mismatch(port, PortType::Model)),
+        }
+    }
+
+    pub fn as_cache_config(&self, port: &str) -> Result<&Arc<StepCacheConfig>, NodeError> {
+        match self {
+            Data::CacheConfig(c) => Ok(c),
+            other => Err(other.mismatch(port, PortType::CacheConfig)),
+        }
+    }
+
+    pub fn as_image(&self, port: &str) -> Result<&Arc<RgbImage>, NodeError> {
+        match self {
+            Data::Image(i) => Ok(i),
+            other => Err(other.mismatch(port, PortType::Image)),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Placeholder, replaced in this session.
+use crate::exec::context::NodeContext;
+use crate::registry::*;
+pub struct LoadModel;
+impl NodeKind for LoadModel {
+    fn spec(&self) -> KindSpec {
+        KindSpec { name: "LoadModel", title: "LoadModel", category: "", help: "", inputs: vec![], outputs: vec![], params: vec![] }
+    }
+    fn run(&self, _ctx: &NodeContext, _inputs: &Inputs, _params: &Params) -> Result<Outputs, NodeError> {
+        Err(NodeError::Other("placeholder".into()))
+    }
+}

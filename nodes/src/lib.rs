@@ -1,0 +1,13 @@
+//! CacheDiT Studio engine: the workflow document, node kinds, executor, DiT models,
+//! schedulers and the step cache. Everything here runs without a window.
+
+pub mod cache;
+pub mod device;
+pub mod exec;
+pub mod graph;
+pub mod image;
+pub mod kinds;
+pub mod models;
+pub mod registry;
+pub mod rng;
+pub mod sampling;

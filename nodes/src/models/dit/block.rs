@@ -1,0 +1,170 @@
+//! One DiT transformer block: diffusers' `BasicTransformerBlock` with `norm_type="ada_norm_zero"`
+//! (adaLN-Zero self-attention + tanh-GELU feed-forward), including its own conditioning embedder.
+
+use super::embeddings::TimestepLabelEmbedding;
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+/// LayerNorm without affine params over the last dim (diffusers uses `elementwise_affine=False`).
+#[derive(Debug, Clone)]
+pub struct PlainLayerNorm {
+    ones: Tensor,
+    zeros: Tensor,
+    eps: f32,
+}
+
+impl PlainLayerNorm {
+    pub fn new(hidden: usize, eps: f64, dtype: DType, device: &candle_core::Device) -> Result<Self> {
+        Ok(PlainLayerNorm {
+            ones: Tensor::ones(hidden, dtype, device)?,
+            zeros: Tensor::zeros(hidden, dtype, device)?,
+            eps: eps as f32,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm(&x.contiguous()?, &self.ones, &self.zeros, self.eps)
+    }
+}
+
+/// `x · (1 + scale) + shift`, with `scale`/`shift` `[B, hidden]` broadcast over tokens.
+pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?
+        .broadcast_add(&shift.unsqueeze(1)?)
+}
+
+/// Multi-head self-attention (diffusers `Attention` with the default processor).
+#[derive(Debug, Clone)]
+struct SelfAttention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl SelfAttention {
+    fn new(vb: VarBuilder, hidden: usize, heads: usize, head_dim: usize, bias: bool) -> Result<Self> {
+        let lin = |name: &str, b: bool| -> Result<Linear> {
+            if b {
+                candle_nn::linear(hidden, hidden, vb.pp(name))
+            } else {
+                candle_nn::linear_no_bias(hidden, hidden, vb.pp(name))
+            }
+        };
+        Ok(SelfAttention {
+            to_q: lin("to_q", bias)?,
+            to_k: lin("to_k", bias)?,
+            to_v: lin("to_v", bias)?,
+            to_out: lin("to_out.0", true)?,
+            heads,
+            head_dim,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, _) = x.dims3()?;
+        let split = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, n, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.to_q.forward(x)?)?;
+        let k = split(self.to_k.forward(x)?)?;
+        let v = split(self.to_v.forward(x)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, n, self.heads * self.head_dim))?;
+        self.to_out.forward(&out)
+    }
+}
+
+/// diffusers' `FeedForward` with `activation_fn="gelu-approximate"`: `net.0.proj` → tanh-GELU → `net.2`.
+#[derive(Debug, Clone)]
+struct FeedForward {
+    proj_in: Linear,
+    proj_out: Linear,
+}
+
+impl FeedForward {
+    fn new(vb: VarBuilder, hidden: usize) -> Result<Self> {
+        let inner = 4 * hidden;
+        Ok(FeedForward {
+            proj_in: candle_nn::linear(hidden, inner, vb.pp("net.0.proj"))?,
+            proj_out: candle_nn::linear(inner, hidden, vb.pp("net.2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // candle's `gelu` is the tanh approximation, as torch's GELU(approximate="tanh").
+        self.proj_out.forward(&self.proj_in.forward(x)?.gelu()?)
+    }
+}
+
+/// Sizes a block needs at construction.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockDims {
+    pub hidden: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub num_classes: usize,
+    pub attention_bias: bool,
+    pub norm_eps: f64,
+}
+
+/// One adaLN-Zero transformer block (`transformer_blocks.{i}` in a diffusers checkpoint).
+#[derive(Debug, Clone)]
+pub struct DiTBlock {
+    /// `norm1.emb`: each block carries its own timestep+label embedder, as in diffusers.
+    pub(crate) emb: TimestepLabelEmbedding,
+    /// `norm1.linear`: conditioning → 6 modulation vectors.
+    ada_linear: Linear,
+    norm1: PlainLayerNorm,
+    attn: SelfAttention,
+    norm3: PlainLayerNorm,
+    ff: FeedForward,
+}
+
+impl DiTBlock {
+    pub fn new(vb: VarBuilder, dims: BlockDims) -> Result<Self> {
+        let hidden = dims.hidden;
+        let (dtype, device) = (vb.dtype(), vb.device().clone());
+        Ok(DiTBlock {
+            emb: TimestepLabelEmbedding::new(vb.pp("norm1.emb"), dims.num_classes, hidden)?,
+            ada_linear: candle_nn::linear(hidden, 6 * hidden, vb.pp("norm1.linear"))?,
+            // AdaLayerNormZero's own norm has eps 1e-6; norm3 uses the config's norm_eps.
+            norm1: PlainLayerNorm::new(hidden, 1e-6, dtype, &device)?,
+            attn: SelfAttention::new(
+                vb.pp("attn1"),
+                hidden,
+                dims.heads,
+                dims.head_dim,
+                dims.attention_bias,
+            )?,
+            norm3: PlainLayerNorm::new(hidden, dims.norm_eps, dtype, &device)?,
+            ff: FeedForward::new(vb.pp("ff"), hidden)?,
+        })
+    }
+
+    /// `x`: tokens `[B, N, hidden]`; `t_proj`: `[B, 256]` timestep projection in the model
+    /// dtype; `labels`: `[B]` u32. Returns the new tokens.
+    pub fn forward(&self, x: &Tensor, t_proj: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let cond = self.emb.forward(t_proj, labels)?;
+        let mods = self.ada_linear.forward(&cond.silu()?)?.chunk(6, D::Minus1)?;
+        let (shift_msa, scale_msa, gate_msa) = (&mods[0], &mods[1], &mods[2]);
+        let (shift_mlp, scale_mlp, gate_mlp) = (&mods[3], &mods[4], &mods[5]);
+
+        let h = modulate(&self.norm1.forward(x)?, shift_msa, scale_msa)?;
+        let attn = self.attn.forward(&h)?;
+        let x = (x + attn.broadcast_mul(&gate_msa.unsqueeze(1)?)?)?;
+
+        let h = modulate(&self.norm3.forward(&x)?, shift_mlp, scale_mlp)?;
+        let ff = self.ff.forward(&h)?;
+        x + ff.broadcast_mul(&gate_mlp.unsqueeze(1)?)?
+    }
+}

@@ -1,0 +1,10 @@
+//! DiT (diffusers `DiTTransformer2DModel`): config, embeddings, blocks, model, random init.
+
+pub mod block;
+pub mod config;
+pub mod embeddings;
+pub mod model;
+pub mod random;
+
+pub use config::DiTConfig;
+pub use model::{DiT, DiTState};

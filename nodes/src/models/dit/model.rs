@@ -1,0 +1,172 @@
+//! The DiT transformer (diffusers' `DiTTransformer2DModel`), exposed block by block so the step
+//! cache can run some blocks and skip others: `embed` → `block(i)` … → `finish`.
+
+use super::block::{modulate, BlockDims, DiTBlock, PlainLayerNorm};
+use super::config::DiTConfig;
+use super::embeddings::{timestep_projection, PatchEmbed};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+/// What flows between blocks: the tokens plus the per-call conditioning inputs.
+#[derive(Debug, Clone)]
+pub struct DiTState {
+    /// Tokens `[B, N, hidden]`.
+    pub hidden: Tensor,
+    /// Timestep projection `[B, 256]` in the model dtype (shared by every block's embedder).
+    t_proj: Tensor,
+    /// Class labels `[B]` (u32); the null class is `num_classes`.
+    labels: Tensor,
+    /// Token grid (rows, cols).
+    grid: (usize, usize),
+}
+
+impl DiTState {
+    /// The same call with other tokens (e.g. after adding a cached residual).
+    pub fn with_hidden(&self, hidden: Tensor) -> DiTState {
+        DiTState {
+            hidden,
+            t_proj: self.t_proj.clone(),
+            labels: self.labels.clone(),
+            grid: self.grid,
+        }
+    }
+
+    pub fn grid(&self) -> (usize, usize) {
+        self.grid
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DiT {
+    config: DiTConfig,
+    patch_embed: PatchEmbed,
+    blocks: Vec<DiTBlock>,
+    norm_out: PlainLayerNorm,
+    proj_out_1: Linear,
+    proj_out_2: Linear,
+    dtype: DType,
+    device: Device,
+}
+
+impl DiT {
+    /// Builds the model from tensors named as in a diffusers checkpoint.
+    pub fn new(config: &DiTConfig, vb: VarBuilder) -> Result<Self> {
+        config.check().map_err(candle_core::Error::msg)?;
+        let hidden = config.hidden_size();
+        let dims = BlockDims {
+            hidden,
+            heads: config.num_attention_heads,
+            head_dim: config.attention_head_dim,
+            num_classes: config.num_classes(),
+            attention_bias: config.attention_bias,
+            norm_eps: config.norm_eps,
+        };
+        let blocks = (0..config.num_layers)
+            .map(|i| DiTBlock::new(vb.pp(format!("transformer_blocks.{i}")), dims))
+            .collect::<Result<Vec<_>>>()?;
+        let patch = config.patch_size;
+        Ok(DiT {
+            patch_embed: PatchEmbed::new(
+                vb.pp("pos_embed"),
+                config.in_channels,
+                hidden,
+                patch,
+                config.sample_size,
+            )?,
+            blocks,
+            norm_out: PlainLayerNorm::new(hidden, 1e-6, vb.dtype(), vb.device())?,
+            proj_out_1: candle_nn::linear(hidden, 2 * hidden, vb.pp("proj_out_1"))?,
+            proj_out_2: candle_nn::linear(
+                hidden,
+                patch * patch * config.out_channels(),
+                vb.pp("proj_out_2"),
+            )?,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &DiTConfig {
+        &self.config
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Patch + position embedding and the conditioning inputs.
+    /// `x`: `[B, C, H, W]` (H, W multiples of the patch size); `timesteps`: `[B]` (any float
+    /// or int dtype; fractional values are fine); `labels`: `[B]` integer class ids.
+    pub fn embed(&self, x: &Tensor, timesteps: &Tensor, labels: &Tensor) -> Result<DiTState> {
+        let (b, c, h, w) = x.dims4()?;
+        let p = self.config.patch_size;
+        if c != self.config.in_channels || h % p != 0 || w % p != 0 {
+            candle_core::bail!(
+                "DiT input {:?}: expected {} channels and sides that are multiples of {p}",
+                x.dims(),
+                self.config.in_channels
+            );
+        }
+        if timesteps.dims1()? != b || labels.dims1()? != b {
+            candle_core::bail!("DiT: timesteps and labels need one entry per batch item ({b})");
+        }
+        let hidden = self.patch_embed.forward(&x.to_dtype(self.dtype)?)?;
+        let t_proj = timestep_projection(timesteps)?.to_dtype(self.dtype)?;
+        Ok(DiTState {
+            hidden,
+            t_proj,
+            labels: labels.to_dtype(DType::U32)?,
+            grid: (h / p, w / p),
+        })
+    }
+
+    /// Runs block `i` on the state's tokens and returns the new tokens.
+    pub fn block(&self, i: usize, state: &DiTState) -> Result<Tensor> {
+        let block = self
+            .blocks
+            .get(i)
+            .ok_or_else(|| candle_core::Error::msg(format!("DiT has no block {i}")))?;
+        block.forward(&state.hidden, &state.t_proj, &state.labels)
+    }
+
+    /// Final adaLN modulation, projection and unpatchify: `[B, out_channels, H, W]`.
+    pub fn finish(&self, state: &DiTState) -> Result<Tensor> {
+        let first = self
+            .blocks
+            .first()
+            .ok_or_else(|| candle_core::Error::msg("DiT has no blocks"))?;
+        // diffusers takes the output conditioning from block 0's embedder.
+        let cond = first.emb.forward(&state.t_proj, &state.labels)?;
+        let mods = self.proj_out_1.forward(&cond.silu()?)?.chunk(2, D::Minus1)?;
+        let (shift, scale) = (&mods[0], &mods[1]);
+        let x = modulate(&self.norm_out.forward(&state.hidden)?, shift, scale)?;
+        let x = self.proj_out_2.forward(&x)?;
+        let (b, _, _) = x.dims3()?;
+        let (h, w) = state.grid;
+        let p = self.config.patch_size;
+        let c = self.config.out_channels();
+        // "nhwpqc -> nchpwq"
+        x.reshape((b, h, w, p, p, c))?
+            .permute((0, 5, 1, 3, 2, 4))?
+            .reshape((b, c, h * p, w * p))
+    }
+
+    /// The plain forward: embed, every block in order, finish.
+    pub fn forward(&self, x: &Tensor, timesteps: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let mut state = self.embed(x, timesteps, labels)?;
+        for i in 0..self.blocks.len() {
+            let hidden = self.block(i, &state)?;
+            state = state.with_hidden(hidden);
+        }
+        self.finish(&state)
+    }
+}

@@ -1,0 +1,340 @@
+//! The plugin API: each node kind declares its ports and params and knows how to run.
+//!
+//! Adding a kind = one file in `kinds/` implementing [`NodeKind`] plus one line in
+//! [`Registry::builtin`].
+
+use crate::exec::context::NodeContext;
+use crate::exec::data::Data;
+use crate::graph::document::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// The type carried by a port; a link must join ports of the same type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortType {
+    Model,
+    CacheConfig,
+    Image,
+    RunStats,
+}
+
+impl PortType {
+    pub fn name(self) -> &'static str {
+        match self {
+            PortType::Model => "MODEL",
+            PortType::CacheConfig => "CACHE_CONFIG",
+            PortType::Image => "IMAGE",
+            PortType::RunStats => "RUN_STATS",
+        }
+    }
+}
+
+impl fmt::Display for PortType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A declared input or output port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortSpec {
+    pub name: &'static str,
+    pub ty: PortType,
+    /// Inputs only: must the port be linked for the node to run?
+    pub required: bool,
+    pub help: &'static str,
+}
+
+impl PortSpec {
+    pub const fn required(name: &'static str, ty: PortType, help: &'static str) -> Self {
+        PortSpec {
+            name,
+            ty,
+            required: true,
+            help,
+        }
+    }
+
+    pub const fn optional(name: &'static str, ty: PortType, help: &'static str) -> Self {
+        PortSpec {
+            name,
+            ty,
+            required: false,
+            help,
+        }
+    }
+
+    pub const fn output(name: &'static str, ty: PortType, help: &'static str) -> Self {
+        PortSpec::required(name, ty, help)
+    }
+}
+
+/// What values a param accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamKind {
+    Int { min: i64, max: i64 },
+    Float { min: f64, max: f64 },
+    Bool,
+    /// Free text (paths, names).
+    Text,
+    /// One of a fixed set of strings.
+    Choice(&'static [&'static str]),
+}
+
+/// A declared param: name, type and range, default, help text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    pub default: Value,
+    pub help: &'static str,
+}
+
+impl ParamSpec {
+    pub fn int(name: &'static str, default: i64, min: i64, max: i64, help: &'static str) -> Self {
+        ParamSpec {
+            name,
+            kind: ParamKind::Int { min, max },
+            default: Value::Int(default),
+            help,
+        }
+    }
+
+    pub fn float(name: &'static str, default: f64, min: f64, max: f64, help: &'static str) -> Self {
+        ParamSpec {
+            name,
+            kind: ParamKind::Float { min, max },
+            default: Value::Float(default),
+            help,
+        }
+    }
+
+    pub fn boolean(name: &'static str, default: bool, help: &'static str) -> Self {
+        ParamSpec {
+            name,
+            kind: ParamKind::Bool,
+            default: Value::Bool(default),
+            help,
+        }
+    }
+
+    pub fn text(name: &'static str, default: &str, help: &'static str) -> Self {
+        ParamSpec {
+            name,
+            kind: ParamKind::Text,
+            default: Value::Text(default.to_string()),
+            help,
+        }
+    }
+
+    pub fn choice(
+        name: &'static str,
+        default: &'static str,
+        options: &'static [&'static str],
+        help: &'static str,
+    ) -> Self {
+        ParamSpec {
+            name,
+            kind: ParamKind::Choice(options),
+            default: Value::Text(default.to_string()),
+            help,
+        }
+    }
+
+    /// Checks a value against this spec; `Err` is a sentence saying what is wrong.
+    /// An integer is accepted where a float is declared.
+    pub fn check(&self, value: &Value) -> Result<Value, String> {
+        match (&self.kind, value) {
+            (ParamKind::Int { min, max }, Value::Int(v)) => {
+                if v < min || v > max {
+                    Err(format!("{v} is out of range {min}..={max}"))
+                } else {
+                    Ok(value.clone())
+                }
+            }
+            (ParamKind::Float { min, max }, Value::Float(_) | Value::Int(_)) => {
+                let v = value.as_f64().unwrap_or(f64::NAN);
+                if !v.is_finite() || v < *min || v > *max {
+                    Err(format!("{v} is out of range {min}..={max}"))
+                } else {
+                    Ok(Value::Float(v))
+                }
+            }
+            (ParamKind::Bool, Value::Bool(_)) | (ParamKind::Text, Value::Text(_)) => {
+                Ok(value.clone())
+            }
+            (ParamKind::Choice(options), Value::Text(s)) => {
+                if options.contains(&s.as_str()) {
+                    Ok(value.clone())
+                } else {
+                    Err(format!("{s:?} is not one of {}", options.join(", ")))
+                }
+            }
+            (kind, v) => Err(format!(
+                "expected {}, found {} {v}",
+                kind_name(kind),
+                v.type_name()
+            )),
+        }
+    }
+}
+
+fn kind_name(kind: &ParamKind) -> &'static str {
+    match kind {
+        ParamKind::Int { .. } => "an integer",
+        ParamKind::Float { .. } => "a number",
+        ParamKind::Bool => "true or false",
+        ParamKind::Text => "text",
+        ParamKind::Choice(_) => "one of the listed options",
+    }
+}
+
+/// Everything a kind declares about itself.
+#[derive(Debug, Clone)]
+pub struct KindSpec {
+    /// Registry name used in files, e.g. `"LoadModel"`.
+    pub name: &'static str,
+    /// Title shown to people, e.g. `"Load Model"`.
+    pub title: &'static str,
+    pub category: &'static str,
+    pub help: &'static str,
+    pub inputs: Vec<PortSpec>,
+    pub outputs: Vec<PortSpec>,
+    pub params: Vec<ParamSpec>,
+}
+
+impl KindSpec {
+    pub fn input(&self, name: &str) -> Option<&PortSpec> {
+        self.inputs.iter().find(|p| p.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&PortSpec> {
+        self.outputs.iter().find(|p| p.name == name)
+    }
+
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+/// Resolved param values of one node (defaults filled in, already checked).
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub BTreeMap<String, Value>);
+
+impl Params {
+    pub fn int(&self, name: &str) -> Result<i64, NodeError> {
+        match self.0.get(name) {
+            Some(Value::Int(i)) => Ok(*i),
+            _ => Err(NodeError::Param(name.to_string(), "expected an integer".into())),
+        }
+    }
+
+    pub fn float(&self, name: &str) -> Result<f64, NodeError> {
+        match self.0.get(name) {
+            Some(Value::Float(f)) => Ok(*f),
+            Some(Value::Int(i)) => Ok(*i as f64),
+            _ => Err(NodeError::Param(name.to_string(), "expected a number".into())),
+        }
+    }
+
+    pub fn boolean(&self, name: &str) -> Result<bool, NodeError> {
+        match self.0.get(name) {
+            Some(Value::Bool(b)) => Ok(*b),
+            _ => Err(NodeError::Param(name.to_string(), "expected true or false".into())),
+        }
+    }
+
+    pub fn text(&self, name: &str) -> Result<&str, NodeError> {
+        match self.0.get(name) {
+            Some(Value::Text(s)) => Ok(s),
+            _ => Err(NodeError::Param(name.to_string(), "expected text".into())),
+        }
+    }
+}
+
+/// Input data of one node, by port name (optional ports may be absent).
+#[derive(Debug, Clone, Default)]
+pub struct Inputs(pub BTreeMap<String, Data>);
+
+impl Inputs {
+    pub fn get(&self, port: &str) -> Option<&Data> {
+        self.0.get(port)
+    }
+
+    pub fn require(&self, port: &str) -> Result<&Data, NodeError> {
+        self.0
+            .get(port)
+            .ok_or_else(|| NodeError::MissingInput(port.to_string()))
+    }
+}
+
+/// Output data of one node, by port name.
+pub type Outputs = BTreeMap<String, Data>;
+
+/// Why a node's run failed. The executor attaches the node id.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("param `{0}`: {1}")]
+    Param(String, String),
+    #[error("input `{0}` is not connected")]
+    MissingInput(String),
+    #[error("input `{port}`: expected {expected}, got {found}")]
+    InputType {
+        port: String,
+        expected: PortType,
+        found: PortType,
+    },
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+    #[error(transparent)]
+    Sampling(#[from] crate::sampling::SamplingError),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A node kind: declaration plus behaviour.
+pub trait NodeKind: Send + Sync {
+    fn spec(&self) -> KindSpec;
+    fn run(&self, ctx: &NodeContext, inputs: &Inputs, params: &Params)
+        -> Result<Outputs, NodeError>;
+}
+
+/// All known node kinds, by registry name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, (KindSpec, Arc<dyn NodeKind>)>,
+}
+
+impl Registry {
+    /// The built-in kinds. Add one line here per new kind.
+    pub fn builtin() -> Self {
+        let mut registry = Registry::default();
+        registry.register(crate::kinds::load_model::LoadModel);
+        registry.register(crate::kinds::sampler::Sampler);
+        registry.register(crate::kinds::save_image::SaveImage);
+        registry
+    }
+
+    pub fn register(&mut self, kind: impl NodeKind + 'static) {
+        let spec = kind.spec();
+        self.kinds.insert(spec.name, (spec, Arc::new(kind)));
+    }
+
+    pub fn spec(&self, name: &str) -> Option<&KindSpec> {
+        self.kinds.get(name).map(|(spec, _)| spec)
+    }
+
+    pub fn kind(&self, name: &str) -> Option<Arc<dyn NodeKind>> {
+        self.kinds.get(name).map(|(_, kind)| kind.clone())
+    }
+
+    /// Every kind's spec, sorted by name.
+    pub fn specs(&self) -> impl Iterator<Item = &KindSpec> {
+        self.kinds.values().map(|(spec, _)| spec)
+    }
+}

@@ -1,0 +1,183 @@
+//! The denoise loop: seeded noise, classifier-free guidance as diffusers' `DiTPipeline` does it,
+//! the learned-sigma split, the scheduler update, and one hook around every transformer call.
+
+use super::hook::{CallInfo, TransformerHook};
+use super::schedulers::SchedulerKind;
+use super::SamplingError;
+use crate::exec::events::StepProgress;
+use crate::models::dit::DiT;
+use crate::rng::Rng;
+use candle_core::{DType, Device, Tensor};
+use std::time::Instant;
+
+/// What to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleSettings {
+    /// One class per image in the batch.
+    pub class_labels: Vec<u32>,
+    pub seed: u64,
+    pub steps: usize,
+    /// Classifier-free guidance scale; guidance runs only when it is above 1 (as DiTPipeline).
+    pub guidance: f64,
+    pub scheduler: SchedulerKind,
+    /// Output size (height, width) in model pixels/latents; `None` = the model's sample size.
+    pub size: Option<(usize, usize)>,
+}
+
+/// One finished step, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub index: usize,
+    pub timestep: f64,
+    pub ms: f64,
+}
+
+/// What sampling produced.
+#[derive(Debug, Clone)]
+pub struct SampleResult {
+    /// Final sample `[B, C, H, W]`, f32, on the model's device.
+    pub sample: Tensor,
+    pub steps: Vec<StepRecord>,
+}
+
+/// Whether the caller wants the loop to go on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+fn candle(context: &'static str) -> impl FnOnce(candle_core::Error) -> SamplingError {
+    move |source| SamplingError::Candle { context, source }
+}
+
+/// Checks settings against the model; the error names the field at fault.
+pub fn check_settings(model: &DiT, s: &SampleSettings) -> Result<(usize, usize), SamplingError> {
+    let cfg = model.config();
+    let invalid = |field: &'static str, message: String| SamplingError::Invalid { field, message };
+    if s.class_labels.is_empty() {
+        return Err(invalid("class_label", "at least one class label is needed".into()));
+    }
+    if let Some(&bad) = s.class_labels.iter().find(|&&c| c as usize >= cfg.num_classes()) {
+        return Err(invalid(
+            "class_label",
+            format!("class {bad} is out of range: this model has classes 0..{}", cfg.num_classes() - 1),
+        ));
+    }
+    if s.steps == 0 {
+        return Err(invalid("steps", "at least one step is needed".into()));
+    }
+    let (h, w) = s.size.unwrap_or((cfg.sample_size, cfg.sample_size));
+    let p = cfg.patch_size;
+    if h == 0 || w == 0 || h % p != 0 || w % p != 0 {
+        return Err(invalid(
+            "size",
+            format!("{h}×{w} is not a positive multiple of the patch size {p}"),
+        ));
+    }
+    Ok((h, w))
+}
+
+/// The initial noise for `settings` (unscaled standard normal, f32, on `device`).
+pub fn initial_noise(
+    model: &DiT,
+    settings: &SampleSettings,
+    device: &Device,
+) -> Result<Tensor, SamplingError> {
+    let (h, w) = check_settings(model, settings)?;
+    let shape = (settings.class_labels.len(), model.config().in_channels, h, w);
+    Rng::new(settings.seed)
+        .randn(shape, device)
+        .map_err(candle("drawing noise"))
+}
+
+/// Runs the whole loop from `noise` (see [`initial_noise`]). `on_step` sees each finished step
+/// and may stop the loop (cancel), which returns `SamplingError::Cancelled`.
+pub fn denoise(
+    model: &DiT,
+    settings: &SampleSettings,
+    noise: &Tensor,
+    hook: &mut dyn TransformerHook,
+    on_step: &mut dyn FnMut(&StepProgress) -> Flow,
+) -> Result<SampleResult, SamplingError> {
+    check_settings(model, settings)?;
+    let device = model.device().clone();
+    let cfg = model.config();
+    let channels = cfg.in_channels;
+    let batch = settings.class_labels.len();
+    let use_cfg = settings.guidance > 1.0;
+
+    let mut scheduler = settings.scheduler.build(settings.steps);
+    let timesteps = scheduler.timesteps().to_vec();
+    let total = timesteps.len();
+
+    // Conditional half first, then the null class (index = num_classes), as DiTPipeline.
+    let mut labels: Vec<u32> = settings.class_labels.clone();
+    if use_cfg {
+        labels.extend(std::iter::repeat_n(cfg.num_classes() as u32, batch));
+    }
+    let model_batch = labels.len();
+    let labels = Tensor::from_vec(labels, model_batch, &device).map_err(candle("labels"))?;
+
+    let mut x = (noise.to_dtype(DType::F32).map_err(candle("noise"))?
+        * scheduler.init_noise_sigma())
+    .map_err(candle("scaling noise"))?;
+    hook.reset();
+    let mut records = Vec::with_capacity(total);
+    for (i, &t) in timesteps.iter().enumerate() {
+        let started = Instant::now();
+        let model_in = if use_cfg {
+            Tensor::cat(&[&x, &x], 0).map_err(candle("CFG batch"))?
+        } else {
+            x.clone()
+        };
+        let model_in = scheduler
+            .scale_model_input(&model_in, i)
+            .map_err(candle("scale_model_input"))?;
+        let t_batch = Tensor::full(t as f32, model_batch, &device).map_err(candle("timesteps"))?;
+        let info = CallInfo {
+            step_index: i,
+            total_steps: total,
+            timestep: t,
+            batched_cfg: use_cfg,
+        };
+        let out = hook
+            .call(model, &info, &model_in, &t_batch, &labels)
+            .map_err(candle("transformer call"))?
+            .to_dtype(DType::F32)
+            .map_err(candle("model output"))?;
+        // Learned sigma: guidance and the scheduler use only the first `channels` (the noise).
+        let eps = out.narrow(1, 0, channels).map_err(candle("learned-sigma split"))?;
+        let eps = if use_cfg {
+            let cond = eps.narrow(0, 0, batch).map_err(candle("CFG split"))?;
+            let uncond = eps.narrow(0, batch, batch).map_err(candle("CFG split"))?;
+            let delta = ((cond - &uncond).map_err(candle("guidance"))? * settings.guidance)
+                .map_err(candle("guidance"))?;
+            (uncond + delta).map_err(candle("guidance"))?
+        } else {
+            eps
+        };
+        x = scheduler.step(&eps, i, &x).map_err(candle("scheduler step"))?;
+        // Time the step honestly on asynchronous devices.
+        device.synchronize().map_err(candle("device sync"))?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        records.push(StepRecord {
+            index: i,
+            timestep: t,
+            ms,
+        });
+        let progress = StepProgress {
+            index: i,
+            total,
+            timestep: t,
+            ms,
+        };
+        if on_step(&progress) == Flow::Stop {
+            return Err(SamplingError::Cancelled);
+        }
+    }
+    Ok(SampleResult {
+        sample: x,
+        steps: records,
+    })
+}

@@ -1,0 +1,23 @@
+//! Schedulers, the transformer-call hook and the denoise loop.
+
+pub mod denoise;
+pub mod hook;
+pub mod schedulers;
+pub mod stats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SamplingError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{context}: {source}")]
+    Candle {
+        context: &'static str,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
