@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shutil
 import struct
@@ -149,6 +150,17 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
 # --------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------
+
+
+def json_safe(value):
+    """Replaces non-finite floats (which JSON cannot hold) with "inf" / "-inf" / "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def build_model(config: dict, seed: int) -> DiTTransformer2DModel:
@@ -812,7 +824,8 @@ def main() -> None:
     assert torch.equal(ref["sample"], mine), "literal DiTPipeline copy disagrees with DiTPipeline for Euler"
 
     with open(OUT / "schedulers.json", "w") as f:
-        json.dump(scheduler_tables(), f, indent=1, sort_keys=True)
+        # Strict JSON: non-finite config values (e.g. lambda_min_clipped = -inf) become strings.
+        json.dump(json_safe(scheduler_tables()), f, indent=1, sort_keys=True, allow_nan=False)
         f.write("\n")
 
     write_readme(

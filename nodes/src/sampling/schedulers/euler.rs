@@ -32,7 +32,8 @@ impl Euler {
         Euler {
             timesteps,
             sigmas,
-            init_noise_sigma: (max_sigma * max_sigma + 1.0).sqrt(),
+            // diffusers: plain max σ for "linspace"/"trailing" spacing (√(σ²+1) only for "leading").
+            init_noise_sigma: max_sigma,
         }
     }
 
