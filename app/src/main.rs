@@ -1,1 +1,78 @@
-fn main() {}
+//! `cachedit`: CacheDiT Studio's command line (the headless runner; the editor comes later).
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "cachedit",
+    version,
+    about = "CacheDiT Studio: run and compare DiT step caching"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a workflow (.ron, or a PNG written by Save Image) and writes images + stats.json.
+    Run {
+        /// Workflow file (.ron) or PNG with an embedded workflow.
+        workflow: PathBuf,
+        /// Output folder for images and stats.json.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Read the workflow from a PNG written by Save Image (also implied by a .png path).
+        #[arg(long)]
+        from_png: bool,
+    },
+    /// Checks a workflow without running it.
+    Validate { workflow: PathBuf },
+    /// Writes the workflow embedded in a PNG to a .ron file (or stdout).
+    Restore {
+        png: PathBuf,
+        /// Where to write the .ron (stdout when left out).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Lists the built-in models and the devices this build can use.
+    Models,
+    /// Times the DiT forward per step on a small and a DiT-XL/2-sized config.
+    Bench(cli::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Some(Command::Run {
+            workflow,
+            out,
+            from_png,
+        }) => cli::run::run(&workflow, &out, from_png),
+        Some(Command::Validate { workflow }) => cli::run::validate_cmd(&workflow),
+        Some(Command::Restore { png, output }) => cli::run::restore(&png, output.as_deref()),
+        Some(Command::Models) => cli::run::list_models(),
+        Some(Command::Bench(bench)) => cli::bench::run(&bench),
+        None => {
+            println!(
+                "CacheDiT Studio {}\n\nThe node editor is not built yet; use the headless runner:\n  \
+                 cachedit run workflows/default.ron\n\nSee `cachedit --help`.",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the outermost context names the file or node, then the cause.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -66,7 +66,11 @@ pub fn available_devices() -> Vec<String> {
 /// Resolves a dtype name for a device: `auto` is f32 on the CPU and f16 on CUDA.
 pub fn parse_dtype(text: &str, device: &Device) -> Result<DType, ModelError> {
     match text.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(if device.is_cuda() { DType::F16 } else { DType::F32 }),
+        "auto" => Ok(if device.is_cuda() {
+            DType::F16
+        } else {
+            DType::F32
+        }),
         "f32" | "float32" => Ok(DType::F32),
         "f16" | "float16" | "half" => Ok(DType::F16),
         "bf16" | "bfloat16" => Ok(DType::BF16),

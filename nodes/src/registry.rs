@@ -73,8 +73,14 @@ impl PortSpec {
 /// What values a param accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamKind {
-    Int { min: i64, max: i64 },
-    Float { min: f64, max: f64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Float {
+        min: f64,
+        max: f64,
+    },
     Bool,
     /// Free text (paths, names).
     Text,
@@ -226,7 +232,10 @@ impl Params {
     pub fn int(&self, name: &str) -> Result<i64, NodeError> {
         match self.0.get(name) {
             Some(Value::Int(i)) => Ok(*i),
-            _ => Err(NodeError::Param(name.to_string(), "expected an integer".into())),
+            _ => Err(NodeError::Param(
+                name.to_string(),
+                "expected an integer".into(),
+            )),
         }
     }
 
@@ -234,14 +243,20 @@ impl Params {
         match self.0.get(name) {
             Some(Value::Float(f)) => Ok(*f),
             Some(Value::Int(i)) => Ok(*i as f64),
-            _ => Err(NodeError::Param(name.to_string(), "expected a number".into())),
+            _ => Err(NodeError::Param(
+                name.to_string(),
+                "expected a number".into(),
+            )),
         }
     }
 
     pub fn boolean(&self, name: &str) -> Result<bool, NodeError> {
         match self.0.get(name) {
             Some(Value::Bool(b)) => Ok(*b),
-            _ => Err(NodeError::Param(name.to_string(), "expected true or false".into())),
+            _ => Err(NodeError::Param(
+                name.to_string(),
+                "expected true or false".into(),
+            )),
         }
     }
 
@@ -291,6 +306,8 @@ pub enum NodeError {
     Model(#[from] crate::models::ModelError),
     #[error(transparent)]
     Sampling(#[from] crate::sampling::SamplingError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     #[error("{0}")]
     Io(String),
     #[error("{0}")]
@@ -300,8 +317,12 @@ pub enum NodeError {
 /// A node kind: declaration plus behaviour.
 pub trait NodeKind: Send + Sync {
     fn spec(&self) -> KindSpec;
-    fn run(&self, ctx: &NodeContext, inputs: &Inputs, params: &Params)
-        -> Result<Outputs, NodeError>;
+    fn run(
+        &self,
+        ctx: &NodeContext,
+        inputs: &Inputs,
+        params: &Params,
+    ) -> Result<Outputs, NodeError>;
 }
 
 /// All known node kinds, by registry name.

@@ -6,8 +6,8 @@ use cachedit_nodes::models::dit::DiT;
 use cachedit_nodes::models::loading::load_dit;
 use cachedit_nodes::sampling::denoise::{denoise, Flow, SampleSettings};
 use cachedit_nodes::sampling::hook::PlainForward;
-use cachedit_nodes::sampling::schedulers::{ddim, dpm_solver, euler, table, SchedulerKind};
 use cachedit_nodes::sampling::schedulers::Scheduler;
+use cachedit_nodes::sampling::schedulers::{ddim, dpm_solver, euler, table, SchedulerKind};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -149,7 +149,12 @@ fn timesteps_and_sigmas_match_diffusers_for_every_step_count() {
         let key = n.to_string();
         let t = table::NoiseTable::dit_default;
         let d = &s["DDIMScheduler"]["steps"][&key];
-        assert_close(ddim::Ddim::new(t(), n).timesteps(), &floats(&d["timesteps"]), 0.0, "ddim t");
+        assert_close(
+            ddim::Ddim::new(t(), n).timesteps(),
+            &floats(&d["timesteps"]),
+            0.0,
+            "ddim t",
+        );
 
         let d = &s["DPMSolverMultistepScheduler"]["steps"][&key];
         let dpm = dpm_solver::DpmSolverMultistep::new(t(), n);
@@ -183,7 +188,10 @@ fn check_scheduler_replay(fixture: &str, kind: SchedulerKind) {
 
 #[test]
 fn schedulers_replay_diffusers_model_outputs() {
-    check_scheduler_replay("sample_dpm_pixel.safetensors", SchedulerKind::DpmSolverMultistep);
+    check_scheduler_replay(
+        "sample_dpm_pixel.safetensors",
+        SchedulerKind::DpmSolverMultistep,
+    );
     check_scheduler_replay("sample_ddim_pixel.safetensors", SchedulerKind::Ddim);
     check_scheduler_replay("sample_euler_pixel.safetensors", SchedulerKind::Euler);
 }
@@ -227,12 +235,22 @@ fn dpm_solver_sampling_with_cfg_matches_diffusers() {
 
 #[test]
 fn ddim_sampling_with_cfg_matches_diffusers() {
-    check_sampling("dit_pixel", "sample_ddim_pixel.safetensors", SchedulerKind::Ddim, 4.0);
+    check_sampling(
+        "dit_pixel",
+        "sample_ddim_pixel.safetensors",
+        SchedulerKind::Ddim,
+        4.0,
+    );
 }
 
 #[test]
 fn euler_sampling_with_cfg_matches_diffusers() {
-    check_sampling("dit_pixel", "sample_euler_pixel.safetensors", SchedulerKind::Euler, 4.0);
+    check_sampling(
+        "dit_pixel",
+        "sample_euler_pixel.safetensors",
+        SchedulerKind::Euler,
+        4.0,
+    );
 }
 
 #[test]

@@ -3,3 +3,8 @@
 pub mod context;
 pub mod data;
 pub mod events;
+pub mod executor;
+pub mod memo;
+
+pub use events::{Event, RunId, RunOutcome, StepProgress};
+pub use executor::{ExecConfig, ExecError, Executor};

@@ -1,12 +1,60 @@
-//! Placeholder, replaced in this session.
+//! Load Model: a built-in model by name or a diffusers DiT checkpoint from a local path.
+
 use crate::exec::context::NodeContext;
-use crate::registry::*;
+use crate::exec::data::Data;
+use crate::models::builtin::load_model;
+use crate::registry::{
+    Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
+};
+use std::sync::Arc;
+
 pub struct LoadModel;
+
 impl NodeKind for LoadModel {
     fn spec(&self) -> KindSpec {
-        KindSpec { name: "LoadModel", title: "LoadModel", category: "", help: "", inputs: vec![], outputs: vec![], params: vec![] }
+        KindSpec {
+            name: "LoadModel",
+            title: "Load Model",
+            category: "model",
+            help: "Loads a DiT: a built-in model by name, or a diffusers checkpoint folder \
+                   (config.json + .safetensors or .bin) from a local path.",
+            inputs: vec![],
+            outputs: vec![PortSpec::output(
+                "model",
+                PortType::Model,
+                "the loaded model",
+            )],
+            params: vec![
+                ParamSpec::text(
+                    "model",
+                    "random-tiny",
+                    "built-in model name, or a path to a diffusers DiT checkpoint folder",
+                ),
+                ParamSpec::choice(
+                    "dtype",
+                    "auto",
+                    &["auto", "f32", "f16", "bf16"],
+                    "weight precision; auto = f32 on the CPU, f16 on CUDA",
+                ),
+                ParamSpec::text("device", "cpu", "cpu, cuda or cuda:N"),
+            ],
+        }
     }
-    fn run(&self, _ctx: &NodeContext, _inputs: &Inputs, _params: &Params) -> Result<Outputs, NodeError> {
-        Err(NodeError::Other("placeholder".into()))
+
+    fn run(
+        &self,
+        _ctx: &NodeContext,
+        _inputs: &Inputs,
+        params: &Params,
+    ) -> Result<Outputs, NodeError> {
+        let model = load_model(
+            params.text("model")?,
+            params.text("dtype")?,
+            params.text("device")?,
+        )?;
+        Ok(Outputs::from([(
+            "model".to_string(),
+            Data::Model(Arc::new(model)),
+        )]))
     }
 }

@@ -1,12 +1,95 @@
-//! Placeholder, replaced in this session.
+//! Save Image: writes a PNG into the output folder with the workflow embedded, so the file
+//! alone restores the workflow.
+
 use crate::exec::context::NodeContext;
-use crate::registry::*;
+use crate::image::png_io::{write_png_atomic, WORKFLOW_KEY};
+use crate::registry::{
+    Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
+};
+use std::path::{Path, PathBuf};
+
 pub struct SaveImage;
+
+/// `<dir>/<prefix>_00001.png`, the first number not taken yet (ComfyUI's naming).
+fn next_free_path(dir: &Path, prefix: &str) -> PathBuf {
+    let mut n = 1u32;
+    loop {
+        let path = dir.join(format!("{prefix}_{n:05}.png"));
+        if !path.exists() || n == u32::MAX {
+            return path;
+        }
+        n += 1;
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<(), NodeError> {
+    let bad = prefix.is_empty() || prefix.contains(['/', '\\', '\0']) || prefix.starts_with('.');
+    if bad {
+        return Err(NodeError::Param(
+            "filename_prefix".into(),
+            format!("{prefix:?} is not a plain file name (no slashes, not empty, no leading dot)"),
+        ));
+    }
+    Ok(())
+}
+
 impl NodeKind for SaveImage {
     fn spec(&self) -> KindSpec {
-        KindSpec { name: "SaveImage", title: "SaveImage", category: "", help: "", inputs: vec![], outputs: vec![], params: vec![] }
+        KindSpec {
+            name: "SaveImage",
+            title: "Save Image",
+            category: "output",
+            help: "Saves the image as PNG in the output folder, with the workflow embedded.",
+            inputs: vec![PortSpec::required(
+                "image",
+                PortType::Image,
+                "image to save",
+            )],
+            outputs: vec![],
+            params: vec![ParamSpec::text(
+                "filename_prefix",
+                "cachedit",
+                "file name start; a 5-digit counter and .png follow",
+            )],
+        }
     }
-    fn run(&self, _ctx: &NodeContext, _inputs: &Inputs, _params: &Params) -> Result<Outputs, NodeError> {
-        Err(NodeError::Other("placeholder".into()))
+
+    fn run(
+        &self,
+        ctx: &NodeContext,
+        inputs: &Inputs,
+        params: &Params,
+    ) -> Result<Outputs, NodeError> {
+        let image = inputs.require("image")?.as_image("image")?;
+        let prefix = params.text("filename_prefix")?;
+        check_prefix(prefix)?;
+        std::fs::create_dir_all(ctx.output_dir)
+            .map_err(|e| NodeError::Io(format!("{}: {e}", ctx.output_dir.display())))?;
+        let path = next_free_path(ctx.output_dir, prefix);
+        write_png_atomic(&path, image, &[(WORKFLOW_KEY, ctx.workflow_ron)])?;
+        ctx.file_written(&path);
+        Ok(Outputs::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_must_be_a_plain_name() {
+        assert!(check_prefix("cachedit").is_ok());
+        assert!(check_prefix("../x").is_err());
+        assert!(check_prefix("").is_err());
+        assert!(check_prefix(".hidden").is_err());
+    }
+
+    #[test]
+    fn counter_skips_taken_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let first = next_free_path(dir.path(), "img");
+        assert!(first.ends_with("img_00001.png"));
+        std::fs::write(&first, b"x").expect("write");
+        assert!(next_free_path(dir.path(), "img").ends_with("img_00002.png"));
     }
 }

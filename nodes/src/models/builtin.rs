@@ -17,7 +17,7 @@ pub struct BuiltinModel {
 }
 
 /// The untrained placeholder (seeded random weights) until the trained default model ships.
-fn random_tiny_config() -> DiTConfig {
+pub fn random_tiny_config() -> DiTConfig {
     DiTConfig {
         num_attention_heads: 3,
         attention_head_dim: 64,

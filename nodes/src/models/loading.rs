@@ -126,8 +126,8 @@ pub fn load_dit(path: &Path, dtype: DType, device: &Device) -> Result<DiT, Model
             (vb, paths[0].clone())
         }
         Weights::Pytorch(p) => {
-            let vb = VarBuilder::from_pth(p, dtype, device)
-                .map_err(|e| file_error(p, e.to_string()))?;
+            let vb =
+                VarBuilder::from_pth(p, dtype, device).map_err(|e| file_error(p, e.to_string()))?;
             (vb, p.clone())
         }
     };

@@ -56,12 +56,22 @@ pub fn check_settings(model: &DiT, s: &SampleSettings) -> Result<(usize, usize),
     let cfg = model.config();
     let invalid = |field: &'static str, message: String| SamplingError::Invalid { field, message };
     if s.class_labels.is_empty() {
-        return Err(invalid("class_label", "at least one class label is needed".into()));
-    }
-    if let Some(&bad) = s.class_labels.iter().find(|&&c| c as usize >= cfg.num_classes()) {
         return Err(invalid(
             "class_label",
-            format!("class {bad} is out of range: this model has classes 0..{}", cfg.num_classes() - 1),
+            "at least one class label is needed".into(),
+        ));
+    }
+    if let Some(&bad) = s
+        .class_labels
+        .iter()
+        .find(|&&c| c as usize >= cfg.num_classes())
+    {
+        return Err(invalid(
+            "class_label",
+            format!(
+                "class {bad} is out of range: this model has classes 0..{}",
+                cfg.num_classes() - 1
+            ),
         ));
     }
     if s.steps == 0 {
@@ -85,7 +95,12 @@ pub fn initial_noise(
     device: &Device,
 ) -> Result<Tensor, SamplingError> {
     let (h, w) = check_settings(model, settings)?;
-    let shape = (settings.class_labels.len(), model.config().in_channels, h, w);
+    let shape = (
+        settings.class_labels.len(),
+        model.config().in_channels,
+        h,
+        w,
+    );
     Rng::new(settings.seed)
         .randn(shape, device)
         .map_err(candle("drawing noise"))
@@ -147,7 +162,9 @@ pub fn denoise(
             .to_dtype(DType::F32)
             .map_err(candle("model output"))?;
         // Learned sigma: guidance and the scheduler use only the first `channels` (the noise).
-        let eps = out.narrow(1, 0, channels).map_err(candle("learned-sigma split"))?;
+        let eps = out
+            .narrow(1, 0, channels)
+            .map_err(candle("learned-sigma split"))?;
         let eps = if use_cfg {
             let cond = eps.narrow(0, 0, batch).map_err(candle("CFG split"))?;
             let uncond = eps.narrow(0, batch, batch).map_err(candle("CFG split"))?;
@@ -157,7 +174,9 @@ pub fn denoise(
         } else {
             eps
         };
-        x = scheduler.step(&eps, i, &x).map_err(candle("scheduler step"))?;
+        x = scheduler
+            .step(&eps, i, &x)
+            .map_err(candle("scheduler step"))?;
         // Time the step honestly on asynchronous devices.
         device.synchronize().map_err(candle("device sync"))?;
         let ms = started.elapsed().as_secs_f64() * 1e3;

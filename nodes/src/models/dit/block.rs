@@ -14,7 +14,12 @@ pub struct PlainLayerNorm {
 }
 
 impl PlainLayerNorm {
-    pub fn new(hidden: usize, eps: f64, dtype: DType, device: &candle_core::Device) -> Result<Self> {
+    pub fn new(
+        hidden: usize,
+        eps: f64,
+        dtype: DType,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
         Ok(PlainLayerNorm {
             ones: Tensor::ones(hidden, dtype, device)?,
             zeros: Tensor::zeros(hidden, dtype, device)?,
@@ -45,7 +50,13 @@ struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn new(vb: VarBuilder, hidden: usize, heads: usize, head_dim: usize, bias: bool) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        hidden: usize,
+        heads: usize,
+        head_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let lin = |name: &str, b: bool| -> Result<Linear> {
             if b {
                 candle_nn::linear(hidden, hidden, vb.pp(name))
@@ -76,10 +87,11 @@ impl SelfAttention {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = weights
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, n, self.heads * self.head_dim))?;
+        let out =
+            weights
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, n, self.heads * self.head_dim))?;
         self.to_out.forward(&out)
     }
 }
@@ -155,7 +167,10 @@ impl DiTBlock {
     /// dtype; `labels`: `[B]` u32. Returns the new tokens.
     pub fn forward(&self, x: &Tensor, t_proj: &Tensor, labels: &Tensor) -> Result<Tensor> {
         let cond = self.emb.forward(t_proj, labels)?;
-        let mods = self.ada_linear.forward(&cond.silu()?)?.chunk(6, D::Minus1)?;
+        let mods = self
+            .ada_linear
+            .forward(&cond.silu()?)?
+            .chunk(6, D::Minus1)?;
         let (shift_msa, scale_msa, gate_msa) = (&mods[0], &mods[1], &mods[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&mods[3], &mods[4], &mods[5]);
 

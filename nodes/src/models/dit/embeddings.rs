@@ -94,7 +94,13 @@ fn sincos_1d(dim: usize, positions: &[f32]) -> Vec<Vec<f64>> {
 /// diffusers' `get_2d_sincos_pos_embed(dim, (h, w), base_size, interpolation_scale=1)` as a
 /// `[1, h·w, dim]` f32 tensor. Token `n = row·w + col`; the first half of each vector encodes
 /// the column, the second half the row (diffusers' meshgrid puts w first).
-pub fn sincos_2d(dim: usize, h: usize, w: usize, base_size: usize, device: &Device) -> Result<Tensor> {
+pub fn sincos_2d(
+    dim: usize,
+    h: usize,
+    w: usize,
+    base_size: usize,
+    device: &Device,
+) -> Result<Tensor> {
     // Positions are computed in f32 like torch.arange(...) / (grid / base_size).
     let scaled = |n: usize| -> Vec<f32> {
         let ratio = n as f32 / base_size as f32;

@@ -146,7 +146,10 @@ impl DiT {
             .ok_or_else(|| candle_core::Error::msg("DiT has no blocks"))?;
         // diffusers takes the output conditioning from block 0's embedder.
         let cond = first.emb.forward(&state.t_proj, &state.labels)?;
-        let mods = self.proj_out_1.forward(&cond.silu()?)?.chunk(2, D::Minus1)?;
+        let mods = self
+            .proj_out_1
+            .forward(&cond.silu()?)?
+            .chunk(2, D::Minus1)?;
         let (shift, scale) = (&mods[0], &mods[1]);
         let x = modulate(&self.norm_out.forward(&state.hidden)?, shift, scale)?;
         let x = self.proj_out_2.forward(&x)?;

@@ -49,7 +49,10 @@ pub fn tensor_shapes(config: &DiTConfig) -> Vec<(String, Vec<usize>)> {
         "proj_out_2.weight".into(),
         vec![p * p * config.out_channels(), d],
     ));
-    shapes.push(("proj_out_2.bias".into(), vec![p * p * config.out_channels()]));
+    shapes.push((
+        "proj_out_2.bias".into(),
+        vec![p * p * config.out_channels()],
+    ));
     shapes
 }
 

@@ -1,0 +1,5 @@
+//! Subcommands of the `cachedit` CLI.
+
+pub mod bench;
+pub mod run;
+pub mod stats;

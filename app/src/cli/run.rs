@@ -1,0 +1,162 @@
+//! `cachedit run | validate | restore | models`: the headless runner over the shared executor.
+
+use super::stats::RunReport;
+use anyhow::{bail, Context, Result};
+use cachedit_nodes::device::available_devices;
+use cachedit_nodes::exec::{Event, ExecConfig, Executor, RunOutcome};
+use cachedit_nodes::graph::document::{NodeId, Workflow};
+use cachedit_nodes::graph::ron_io::{load_workflow, parse_workflow};
+use cachedit_nodes::graph::validate::validate;
+use cachedit_nodes::image::png_io::workflow_text_from_png;
+use cachedit_nodes::models::builtin::builtin_models;
+use cachedit_nodes::registry::Registry;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn is_png(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+}
+
+/// Loads a workflow from a `.ron` file or from the text chunk of a PNG written by Save Image.
+pub fn load_any(path: &Path, from_png: bool) -> Result<Workflow> {
+    if from_png || is_png(path) {
+        let text = workflow_text_from_png(path)?;
+        Ok(parse_workflow(
+            &text,
+            &format!("{} (embedded workflow)", path.display()),
+        )?)
+    } else {
+        Ok(load_workflow(path)?)
+    }
+}
+
+/// Validates against the built-in registry; all problems in one error, one line each.
+fn check(wf: &Workflow, registry: &Registry, path: &Path) -> Result<()> {
+    if let Err(errors) = validate(wf, registry) {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        bail!("{}: {}", path.display(), lines.join("; "));
+    }
+    Ok(())
+}
+
+pub fn validate_cmd(path: &Path) -> Result<()> {
+    let wf = load_any(path, false)?;
+    check(&wf, &Registry::builtin(), path)?;
+    println!(
+        "{}: ok ({} nodes, {} links)",
+        path.display(),
+        wf.nodes.len(),
+        wf.links.len()
+    );
+    Ok(())
+}
+
+pub fn restore(png: &Path, output: Option<&Path>) -> Result<()> {
+    let text = workflow_text_from_png(png)?;
+    // Parse it so a damaged chunk is reported here, not when the .ron is opened later.
+    parse_workflow(&text, &format!("{} (embedded workflow)", png.display()))?;
+    match output {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+            println!("{} -> {}", png.display(), path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+pub fn list_models() -> Result<()> {
+    println!("built-in models:");
+    for m in builtin_models() {
+        println!("  {:<14} {}", m.name, m.description);
+    }
+    println!("devices: {}", available_devices().join(", "));
+    Ok(())
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos:>3}/{len:3} {msg}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
+    let wf = load_any(path, from_png)?;
+    let registry = Registry::builtin();
+    check(&wf, &registry, path)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+
+    let executor = Executor::spawn(
+        registry,
+        ExecConfig {
+            output_dir: out.to_path_buf(),
+        },
+    )?;
+    let run_id = executor.run(wf.clone())?;
+
+    let bars = MultiProgress::new();
+    let mut per_sampler: HashMap<NodeId, ProgressBar> = HashMap::new();
+    let mut events = Vec::new();
+    let outcome = loop {
+        let event = executor
+            .events()
+            .recv()
+            .context("executor stopped unexpectedly")?;
+        if event.run_id() != run_id {
+            continue;
+        }
+        match &event {
+            Event::Step { node, step, .. } => {
+                let bar = per_sampler.entry(*node).or_insert_with(|| {
+                    let bar = bars.add(ProgressBar::new(step.total as u64));
+                    bar.set_style(bar_style());
+                    bar.set_prefix(wf.describe(*node));
+                    bar
+                });
+                bar.set_position(step.index as u64 + 1);
+                bar.set_message(format!("{:.1} ms/step", step.ms));
+            }
+            Event::NodeFinished { node, ms, .. } => {
+                if let Some(bar) = per_sampler.get(node) {
+                    bar.finish_with_message(format!("done in {:.2} s", ms / 1e3));
+                }
+            }
+            Event::FileWritten { path, .. } => {
+                bars.suspend(|| println!("wrote {}", path.display()));
+            }
+            _ => {}
+        }
+        let finished = match &event {
+            Event::RunFinished { outcome, .. } => Some(*outcome),
+            _ => None,
+        };
+        events.push(event);
+        if let Some(outcome) = finished {
+            break outcome;
+        }
+    };
+
+    let report = RunReport::from_events(path.display().to_string(), &wf, &events);
+    let stats_path = out.join("stats.json");
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&stats_path, json)
+        .with_context(|| format!("writing {}", stats_path.display()))?;
+    match outcome {
+        RunOutcome::Completed => {
+            println!(
+                "finished in {:.2} s; stats in {}",
+                report.total_ms / 1e3,
+                stats_path.display()
+            );
+            Ok(())
+        }
+        RunOutcome::Cancelled => bail!("{}: run cancelled", path.display()),
+        RunOutcome::Failed => {
+            let message = report.errors.join("; ");
+            bail!("{}: {message}", path.display())
+        }
+    }
+}

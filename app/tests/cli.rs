@@ -1,0 +1,162 @@
+//! The `cachedit` binary as a user runs it: run, restore from PNG, validate, errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn cachedit(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cachedit"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("cachedit runs")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn default_workflow_runs_writes_png_and_stats_and_the_png_runs_again() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let workflow = repo().join("workflows/default.ron");
+    let out = tmp.path().join("out");
+    let o = cachedit(
+        &[
+            "run",
+            &workflow.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let png = out.join("default_00001.png");
+    assert!(png.is_file(), "stdout: {}", text(&o.stdout));
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).expect("stats.json"))
+            .expect("stats parse");
+    assert_eq!(stats["outcome"], "completed");
+    let nodes = stats["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    let sampler = nodes
+        .iter()
+        .find(|n| n["kind"] == "Sampler")
+        .expect("sampler");
+    assert_eq!(sampler["steps"].as_array().map(|s| s.len()), Some(25));
+    assert!(sampler["ms"].as_f64().unwrap_or(0.0) > 0.0);
+
+    // The PNG alone restores and re-runs the workflow, to the same pixels.
+    let out2 = tmp.path().join("again");
+    let o = cachedit(
+        &[
+            "run",
+            "--from-png",
+            &png.display().to_string(),
+            "--out",
+            &out2.display().to_string(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let a = std::fs::read(&png).expect("first");
+    let b = std::fs::read(out2.join("default_00001.png")).expect("second");
+    assert_eq!(a, b, "same workflow, same seed: same file");
+
+    let restored = tmp.path().join("restored.ron");
+    let o = cachedit(
+        &[
+            "restore",
+            &png.display().to_string(),
+            "-o",
+            &restored.display().to_string(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let o = cachedit(&["validate", &restored.display().to_string()], tmp.path());
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+}
+
+#[test]
+fn malformed_file_is_a_one_line_error_with_line_and_column() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bad = tmp.path().join("bad.ron");
+    std::fs::write(&bad, "(\n    version: 1,\n    nodes: [(id: \"one\")],\n)\n").expect("write");
+    let o = cachedit(&["validate", "bad.ron"], tmp.path());
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("bad.ron:3:"), "{err}");
+}
+
+#[test]
+fn invalid_workflow_names_the_node_and_field() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let wf = tmp.path().join("wf.ron");
+    std::fs::write(
+        &wf,
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel"),
+            (id: 2, kind: "Sampler", params: {"steps": 5000}),
+        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#,
+    )
+    .expect("write");
+    let o = cachedit(&["run", "wf.ron"], tmp.path());
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("Sampler #2"), "{err}");
+    assert!(err.contains("steps"), "{err}");
+}
+
+#[test]
+fn a_failing_node_exits_non_zero_naming_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let wf = tmp.path().join("wf.ron");
+    std::fs::write(
+        &wf,
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel", params: {"model": "./missing-checkpoint"}),
+            (id: 2, kind: "Sampler"),
+        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#,
+    )
+    .expect("write");
+    let o = cachedit(&["run", "wf.ron", "--out", "o"], tmp.path());
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert_eq!(
+        err.trim()
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("LoadModel #1"), "{err}");
+    assert!(err.contains("missing-checkpoint"), "{err}");
+}
+
+#[test]
+fn cuda_in_a_cpu_build_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let wf = tmp.path().join("wf.ron");
+    std::fs::write(
+        &wf,
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel", params: {"device": "cuda:0"}),
+            (id: 2, kind: "Sampler"),
+        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#,
+    )
+    .expect("write");
+    let o = cachedit(&["run", "wf.ron", "--out", "o"], tmp.path());
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("--features cuda"), "{err}");
+}

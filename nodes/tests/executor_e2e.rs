@@ -1,0 +1,319 @@
+//! End-to-end: every workflow in `workflows/` runs headless through the executor on a tiny
+//! checkpoint the test writes itself; plus node reuse, cancel, errors and PNG round trips.
+
+use cachedit_nodes::exec::{Event, ExecConfig, Executor, RunId, RunOutcome};
+use cachedit_nodes::graph::document::{NodeId, PortRef, Value, Workflow};
+use cachedit_nodes::graph::ron_io::{load_workflow, parse_workflow};
+use cachedit_nodes::image::png_io::{read_png, workflow_text_from_png};
+use cachedit_nodes::models::dit::{random, DiTConfig};
+use cachedit_nodes::models::loading::save_dit;
+use cachedit_nodes::registry::Registry;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn tiny_config() -> DiTConfig {
+    DiTConfig {
+        num_attention_heads: 2,
+        attention_head_dim: 16,
+        in_channels: 3,
+        out_channels: Some(6),
+        num_layers: 2,
+        sample_size: 16,
+        patch_size: 4,
+        num_embeds_ada_norm: 10,
+        ..DiTConfig::default()
+    }
+}
+
+/// Writes a tiny random checkpoint in diffusers layout and returns its folder.
+fn write_checkpoint(dir: &Path) -> PathBuf {
+    let cfg = tiny_config();
+    let tensors = random::random_tensors(&cfg, 11).expect("random weights");
+    let path = dir.join("tiny-dit");
+    save_dit(&path, &cfg, &tensors).expect("checkpoint written");
+    path
+}
+
+fn workflows_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../workflows")
+}
+
+/// Points every Load Model node at `checkpoint`.
+fn use_checkpoint(wf: &mut Workflow, checkpoint: &Path) {
+    for node in wf.nodes.iter_mut().filter(|n| n.kind == "LoadModel") {
+        node.params.insert(
+            "model".into(),
+            Value::Text(checkpoint.display().to_string()),
+        );
+    }
+}
+
+/// Collects one run's events until it finishes.
+fn collect(exec: &Executor, run_id: RunId) -> Vec<Event> {
+    let mut out = Vec::new();
+    loop {
+        let event = exec
+            .events()
+            .recv_timeout(Duration::from_secs(120))
+            .expect("event before timeout");
+        if event.run_id() != run_id {
+            continue;
+        }
+        let done = matches!(event, Event::RunFinished { .. });
+        out.push(event);
+        if done {
+            return out;
+        }
+    }
+}
+
+fn outcome(events: &[Event]) -> RunOutcome {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::RunFinished { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .expect("run finished")
+}
+
+fn files(events: &[Event]) -> Vec<PathBuf> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FileWritten { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reused(events: &[Event], node: NodeId) -> Option<bool> {
+    events.iter().find_map(|e| match e {
+        Event::NodeFinished {
+            node: n, reused, ..
+        } if *n == node => Some(*reused),
+        _ => None,
+    })
+}
+
+fn errors(events: &[Event]) -> Vec<(Option<NodeId>, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::NodeError { node, message, .. } => Some((*node, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn spawn(out: &Path) -> Executor {
+    Executor::spawn(
+        Registry::builtin(),
+        ExecConfig {
+            output_dir: out.to_path_buf(),
+        },
+    )
+    .expect("executor starts")
+}
+
+#[test]
+fn every_example_workflow_runs_and_its_png_restores_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let checkpoint = write_checkpoint(tmp.path());
+    let mut count = 0;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(workflows_dir())
+        .expect("workflows/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ron"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let mut wf = load_workflow(&path).expect("example parses");
+        use_checkpoint(&mut wf, &checkpoint);
+        let out = tmp.path().join(path.file_stem().expect("stem"));
+        let exec = spawn(&out);
+        let run = exec.run(wf.clone()).expect("queued");
+        let events = collect(&exec, run);
+        assert_eq!(
+            outcome(&events),
+            RunOutcome::Completed,
+            "{path:?}: {:?}",
+            errors(&events)
+        );
+        let written = files(&events);
+        let savers = wf.nodes.iter().filter(|n| n.kind == "SaveImage").count();
+        assert_eq!(written.len(), savers, "{path:?}: one PNG per Save Image");
+        for png in written {
+            let img = read_png(&png).expect("png decodes");
+            assert_eq!((img.width, img.height), (16, 16));
+            let text = workflow_text_from_png(&png).expect("workflow embedded");
+            let restored = parse_workflow(&text, "png").expect("embedded workflow parses");
+            assert_eq!(
+                restored, wf,
+                "{png:?}: the PNG restores the workflow it came from"
+            );
+        }
+        let steps = events
+            .iter()
+            .filter(|e| matches!(e, Event::Step { .. }))
+            .count();
+        let expected: i64 = wf
+            .nodes
+            .iter()
+            .filter(|n| n.kind == "Sampler")
+            .map(|n| match n.params.get("steps") {
+                Some(Value::Int(s)) => *s,
+                _ => 25,
+            })
+            .sum();
+        assert_eq!(steps as i64, expected, "{path:?}: one step event per step");
+        count += 1;
+    }
+    assert!(count >= 2, "examples found: {count}");
+}
+
+fn simple_workflow(model: &Path, steps: i64) -> Workflow {
+    let mut wf = Workflow::default();
+    let load = wf.add_node("LoadModel", [0.0, 0.0]);
+    let sampler = wf.add_node("Sampler", [300.0, 0.0]);
+    let save = wf.add_node("SaveImage", [600.0, 0.0]);
+    wf.set_param(load, "model", Value::Text(model.display().to_string()));
+    wf.set_param(sampler, "steps", Value::Int(steps));
+    wf.connect(PortRef::new(load, "model"), PortRef::new(sampler, "model"));
+    wf.connect(PortRef::new(sampler, "image"), PortRef::new(save, "image"));
+    wf
+}
+
+#[test]
+fn unchanged_nodes_are_reused_and_a_sampler_change_keeps_the_model() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let checkpoint = write_checkpoint(tmp.path());
+    let exec = spawn(&tmp.path().join("out"));
+    let mut wf = simple_workflow(&checkpoint, 3);
+    let (load, sampler) = (NodeId(1), NodeId(2));
+
+    let first = collect(&exec, exec.run(wf.clone()).expect("run"));
+    assert_eq!(outcome(&first), RunOutcome::Completed);
+    assert_eq!(reused(&first, load), Some(false));
+
+    wf.set_param(sampler, "seed", Value::Int(5));
+    let second = collect(&exec, exec.run(wf.clone()).expect("run"));
+    assert_eq!(outcome(&second), RunOutcome::Completed);
+    assert_eq!(reused(&second, load), Some(true), "model not reloaded");
+    assert_eq!(reused(&second, sampler), Some(false), "sampler re-ran");
+
+    wf.set_param(load, "dtype", Value::Text("f32".into()));
+    let third = collect(&exec, exec.run(wf).expect("run"));
+    assert_eq!(
+        reused(&third, load),
+        Some(false),
+        "a model param change reloads"
+    );
+    assert_eq!(
+        reused(&third, sampler),
+        Some(false),
+        "and re-runs what depends on it"
+    );
+}
+
+#[test]
+fn cancel_stops_between_steps_and_the_executor_stays_usable() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let checkpoint = write_checkpoint(tmp.path());
+    let exec = spawn(&tmp.path().join("out"));
+    let run = exec.run(simple_workflow(&checkpoint, 1000)).expect("run");
+    let mut steps_seen = 0;
+    let mut cancelled_at = None;
+    let result = loop {
+        let event = exec
+            .events()
+            .recv_timeout(Duration::from_secs(120))
+            .expect("event");
+        match event {
+            Event::Step { step, .. } => {
+                steps_seen += 1;
+                if cancelled_at.is_none() && step.index >= 2 {
+                    exec.cancel();
+                    cancelled_at = Some(step.index);
+                }
+            }
+            Event::RunFinished {
+                run_id, outcome, ..
+            } if run_id == run => break outcome,
+            _ => {}
+        }
+    };
+    assert_eq!(result, RunOutcome::Cancelled);
+    assert!(steps_seen < 1000, "stopped early ({steps_seen} steps)");
+    // Still usable, and the cancelled sampler is not memoized as finished.
+    let again = collect(
+        &exec,
+        exec.run(simple_workflow(&checkpoint, 2)).expect("run"),
+    );
+    assert_eq!(outcome(&again), RunOutcome::Completed);
+    assert_eq!(reused(&again, NodeId(2)), Some(false));
+}
+
+#[test]
+fn a_node_error_names_the_node_and_the_executor_recovers() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let checkpoint = write_checkpoint(tmp.path());
+    let exec = spawn(&tmp.path().join("out"));
+    let missing = tmp.path().join("no-such-model");
+    let events = collect(&exec, exec.run(simple_workflow(&missing, 2)).expect("run"));
+    assert_eq!(outcome(&events), RunOutcome::Failed);
+    let errs = errors(&events);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].0, Some(NodeId(1)));
+    assert!(errs[0].1.contains("LoadModel #1"), "{}", errs[0].1);
+    assert!(errs[0].1.contains("no-such-model"), "{}", errs[0].1);
+
+    // A class the model does not have fails in the sampler, named.
+    let mut wf = simple_workflow(&checkpoint, 2);
+    wf.set_param(NodeId(2), "class_label", Value::Int(50));
+    let events = collect(&exec, exec.run(wf).expect("run"));
+    let errs = errors(&events);
+    assert_eq!(errs[0].0, Some(NodeId(2)));
+    assert!(errs[0].1.contains("class_label"), "{}", errs[0].1);
+
+    let ok = collect(
+        &exec,
+        exec.run(simple_workflow(&checkpoint, 2)).expect("run"),
+    );
+    assert_eq!(outcome(&ok), RunOutcome::Completed);
+}
+
+#[test]
+fn validation_errors_arrive_as_events_on_their_nodes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let exec = spawn(&tmp.path().join("out"));
+    let mut wf = simple_workflow(Path::new("x"), 2);
+    wf.set_param(NodeId(2), "steps", Value::Int(0));
+    wf.links.retain(|l| l.to.node != NodeId(3));
+    let events = collect(&exec, exec.run(wf).expect("run"));
+    assert_eq!(outcome(&events), RunOutcome::Failed);
+    let errs = errors(&events);
+    let nodes: Vec<Option<NodeId>> = errs.iter().map(|e| e.0).collect();
+    assert!(nodes.contains(&Some(NodeId(2))), "{errs:?}");
+    assert!(nodes.contains(&Some(NodeId(3))), "{errs:?}");
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::NodeStarted { .. })));
+}
+
+#[test]
+fn same_seed_same_image_different_seed_different_image() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let checkpoint = write_checkpoint(tmp.path());
+    let mut pngs = Vec::new();
+    for (i, seed) in [1i64, 1, 2].into_iter().enumerate() {
+        // A fresh executor each time, so nothing is reused.
+        let exec = spawn(&tmp.path().join(format!("out{i}")));
+        let mut wf = simple_workflow(&checkpoint, 3);
+        wf.set_param(NodeId(2), "seed", Value::Int(seed));
+        let events = collect(&exec, exec.run(wf).expect("run"));
+        pngs.push(read_png(&files(&events)[0]).expect("png").pixels);
+    }
+    assert_eq!(pngs[0], pngs[1]);
+    assert_ne!(pngs[0], pngs[2]);
+}
