@@ -41,6 +41,15 @@ enum Command {
     },
     /// Lists the built-in models and the devices this build can use.
     Models,
+    /// Writes a grid of the built-in dataset's samples (one row per class) as PNG.
+    Dataset {
+        /// Output PNG.
+        #[arg(long, default_value = "dataset_grid.png")]
+        grid: PathBuf,
+        /// Samples per class.
+        #[arg(long, default_value_t = 12)]
+        per_class: usize,
+    },
     /// Times the DiT forward per step on a small and a DiT-XL/2-sized config.
     Bench(cli::bench::BenchArgs),
 }
@@ -56,6 +65,7 @@ fn main() -> ExitCode {
         Some(Command::Validate { workflow }) => cli::run::validate_cmd(&workflow),
         Some(Command::Restore { png, output }) => cli::run::restore(&png, output.as_deref()),
         Some(Command::Models) => cli::run::list_models(),
+        Some(Command::Dataset { grid, per_class }) => cli::run::dataset_grid(&grid, per_class),
         Some(Command::Bench(bench)) => cli::bench::run(&bench),
         None => {
             println!(

@@ -160,3 +160,11 @@ pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
         }
     }
 }
+
+pub fn dataset_grid(path: &Path, per_class: usize) -> Result<()> {
+    let grid = cachedit_nodes::dataset::sample_grid(per_class.max(1), 32, 3)?;
+    cachedit_nodes::image::png_io::write_png_atomic(path, &grid, &[])?;
+    let names = cachedit_nodes::dataset::scenes::CLASSES.join(", ");
+    println!("wrote {} (rows: {names})", path.display());
+    Ok(())
+}
