@@ -19,6 +19,22 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Runs a Load Model → Sampler workflow whose Load Model has `load_params` (a RON map body);
+/// asserts that `cachedit run` fails and returns its stderr.
+fn run_failing_workflow(load_params: &str) -> String {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let workflow = format!(
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel", params: {{{load_params}}}),
+            (id: 2, kind: "Sampler"),
+        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#
+    );
+    std::fs::write(tmp.path().join("wf.ron"), workflow).expect("write");
+    let o = cachedit(&["run", "wf.ron", "--out", "o"], tmp.path());
+    assert!(!o.status.success());
+    text(&o.stderr)
+}
+
 #[test]
 fn default_workflow_runs_writes_png_and_stats_and_the_png_runs_again() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -115,19 +131,7 @@ fn invalid_workflow_names_the_node_and_field() {
 
 #[test]
 fn a_failing_node_exits_non_zero_naming_it() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let wf = tmp.path().join("wf.ron");
-    std::fs::write(
-        &wf,
-        r#"(version: 1, nodes: [
-            (id: 1, kind: "LoadModel", params: {"model": "./missing-checkpoint"}),
-            (id: 2, kind: "Sampler"),
-        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#,
-    )
-    .expect("write");
-    let o = cachedit(&["run", "wf.ron", "--out", "o"], tmp.path());
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
+    let err = run_failing_workflow(r#""model": "./missing-checkpoint""#);
     assert_eq!(
         err.trim()
             .lines()
@@ -145,18 +149,6 @@ fn cuda_in_a_cpu_build_is_a_clear_error() {
     if cfg!(feature = "cuda") {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let wf = tmp.path().join("wf.ron");
-    std::fs::write(
-        &wf,
-        r#"(version: 1, nodes: [
-            (id: 1, kind: "LoadModel", params: {"device": "cuda:0"}),
-            (id: 2, kind: "Sampler"),
-        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#,
-    )
-    .expect("write");
-    let o = cachedit(&["run", "wf.ron", "--out", "o"], tmp.path());
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
+    let err = run_failing_workflow(r#""device": "cuda:0""#);
     assert!(err.contains("--features cuda"), "{err}");
 }

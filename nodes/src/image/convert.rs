@@ -15,6 +15,14 @@ pub const SD_LATENT_RGB_FACTORS: [[f32; 3]; 4] = [
     [-0.2120, -0.2616, -0.7177],
 ];
 
+/// All values of `t` as f32 on the CPU, flattened in row-major order.
+fn cpu_f32_values(t: &Tensor) -> Result<Vec<f32>, ImageError> {
+    Ok(t.to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
 /// Converts a `[B, 3, H, W]` pixel tensor in model space `[-1, 1]` (any float dtype, any
 /// device) into `B` RGB images, exactly as diffusers' `DiTPipeline` + `numpy_to_pil` do:
 /// `x = (x / 2 + 0.5).clamp(0, 1)` in the tensor's own dtype, then `(x * 255).round()` in f32.
@@ -25,11 +33,7 @@ pub fn images_from_pixel_tensor(t: &Tensor) -> Result<Vec<RgbImage>, ImageError>
     // Same op order and dtype as diffusers: `samples / 2 + 0.5` then `clamp(0, 1)` in the
     // sample dtype; the division by 2 is exact, so `affine(0.5, 0.5)` rounds identically.
     let x = float_input(t)?.affine(0.5, 0.5)?.clamp(0f64, 1f64)?;
-    let values = x
-        .to_dtype(DType::F32)?
-        .to_device(&Device::Cpu)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let values = cpu_f32_values(&x)?;
 
     let plane = height * width;
     let mut images = Vec::with_capacity(batch);
@@ -65,11 +69,7 @@ pub fn latent_preview(t: &Tensor) -> Result<Vec<RgbImage>, ImageError> {
         .ok_or_else(|| too_big(t))
         .and_then(|h| dim_u32(t, h))?;
 
-    let values = float_input(t)?
-        .to_dtype(DType::F32)?
-        .to_device(&Device::Cpu)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let values = cpu_f32_values(&float_input(t)?)?;
 
     let plane = height * width;
     let mut images = Vec::with_capacity(batch);
