@@ -146,7 +146,7 @@ impl Drop for Executor {
         // Closing the command channel ends the thread's loop.
         self.commands = None;
         // Keep draining so a thread blocked on a full event channel can finish.
-        while let Some(thread) = self.thread.take() {
+        if let Some(thread) = self.thread.take() {
             while !thread.is_finished() {
                 while self.events.try_recv().is_ok() {}
                 std::thread::sleep(std::time::Duration::from_millis(1));
