@@ -213,10 +213,16 @@ fn check_sampling(model_dir: &str, fixture: &str, kind: SchedulerKind, guidance:
         size: None,
     };
     let mut seen = Vec::new();
-    let result = denoise(&dit, &settings, &f["noise"], &mut PlainForward, &mut |p| {
-        seen.push(p.index);
-        Flow::Continue
-    })
+    let result = denoise(
+        &dit,
+        &settings,
+        &f["noise"],
+        &mut PlainForward::default(),
+        &mut |p| {
+            seen.push(p.index);
+            Flow::Continue
+        },
+    )
     .expect("sampling runs");
     assert_eq!(seen, (0..steps).collect::<Vec<_>>());
     let e = norm_err(&result.sample, &f["sample"]);

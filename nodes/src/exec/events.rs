@@ -1,5 +1,6 @@
 //! Events the executor sends back while it runs a workflow, each tagged with its run id.
 
+use crate::cache::CallRecord;
 use crate::graph::document::NodeId;
 use std::path::PathBuf;
 
@@ -24,6 +25,8 @@ pub struct StepProgress {
     pub timestep: f64,
     /// Wall time of the step (transformer calls, guidance, scheduler update), in ms.
     pub ms: f64,
+    /// The transformer calls of this step and what the step cache decided on each.
+    pub calls: Vec<CallRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

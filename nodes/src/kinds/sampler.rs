@@ -93,7 +93,7 @@ impl NodeKind for Sampler {
         };
         let started = Instant::now();
         let noise = initial_noise(&model.dit, &settings, &model.device)?;
-        let mut hook = PlainForward;
+        let mut hook = PlainForward::default();
         let result = denoise(&model.dit, &settings, &noise, &mut hook, &mut |progress| {
             ctx.step(progress.clone());
             if ctx.is_cancelled() {

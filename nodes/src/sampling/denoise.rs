@@ -190,6 +190,7 @@ pub fn denoise(
             total,
             timestep: t,
             ms,
+            calls: hook.drain_records(),
         };
         if on_step(&progress) == Flow::Stop {
             return Err(SamplingError::Cancelled);

@@ -1,7 +1,9 @@
 //! The one hook every transformer call goes through; the step cache will own it.
 
+use crate::cache::{CallRecord, CfgBranch};
 use crate::models::dit::DiT;
 use candle_core::{Result, Tensor};
+use std::time::Instant;
 
 /// Where in the run a transformer call happens.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,21 +28,44 @@ pub trait TransformerHook {
         timesteps: &Tensor,
         labels: &Tensor,
     ) -> Result<Tensor>;
+
+    /// The records of the calls made since the last drain (the denoise loop drains once per
+    /// step and reports them with the step).
+    fn drain_records(&mut self) -> Vec<CallRecord>;
 }
 
 /// The uncached path: every block, every call.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PlainForward;
+#[derive(Debug, Default, Clone)]
+pub struct PlainForward {
+    records: Vec<CallRecord>,
+}
 
 impl TransformerHook for PlainForward {
+    fn reset(&mut self) {
+        self.records.clear();
+    }
+
     fn call(
         &mut self,
         model: &DiT,
-        _info: &CallInfo,
+        info: &CallInfo,
         x: &Tensor,
         timesteps: &Tensor,
         labels: &Tensor,
     ) -> Result<Tensor> {
-        model.forward(x, timesteps, labels)
+        let started = Instant::now();
+        let out = model.forward(x, timesteps, labels)?;
+        model.device().synchronize()?;
+        self.records.push(CallRecord::uncached(
+            info.step_index,
+            CfgBranch::Batched,
+            model.num_blocks(),
+            started.elapsed().as_secs_f64() * 1e3,
+        ));
+        Ok(out)
+    }
+
+    fn drain_records(&mut self) -> Vec<CallRecord> {
+        std::mem::take(&mut self.records)
     }
 }

@@ -1,0 +1,124 @@
+//! What the step cache did on each transformer call: the records behind the live step timeline,
+//! the Detailed Stats node and `stats.json`.
+
+use serde::{Deserialize, Serialize};
+
+/// Which classifier-free-guidance branch a transformer call served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CfgBranch {
+    /// No guidance, or batched guidance (conditional and null-class halves in one call).
+    Batched,
+    /// The conditional call when guidance runs as separate calls.
+    Cond,
+    /// The unconditional (null-class) call when guidance runs as separate calls.
+    Uncond,
+}
+
+impl CfgBranch {
+    pub fn name(self) -> &'static str {
+        match self {
+            CfgBranch::Batched => "batched",
+            CfgBranch::Cond => "cond",
+            CfgBranch::Uncond => "uncond",
+        }
+    }
+}
+
+/// Whether the middle blocks ran or their residual was reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Decision {
+    Computed,
+    Reused,
+}
+
+/// Why a call was computed or reused (the rule that decided, in cache-dit's order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    /// No step cache on this sampler: every block runs.
+    Uncached,
+    /// Inside the warmup window.
+    Warmup,
+    /// The steps-computation mask (or a counter schedule) says compute.
+    ScheduleCompute,
+    /// The steps-computation mask (static policy) or a counter schedule says reuse.
+    ScheduleReuse,
+    /// The final step always computes.
+    LastStep,
+    /// `max_cached_steps` reached.
+    MaxCached,
+    /// `max_continuous_cached_steps` reached.
+    MaxContinuous,
+    /// The accumulated residual diff passed its threshold (latched for the run).
+    AccumulatedDiff,
+    /// Nothing stored yet to compare with or reuse.
+    NoReference,
+    /// The residual diff was at or above the threshold.
+    DiffAbove,
+    /// The residual diff was below the threshold.
+    DiffBelow,
+}
+
+impl Reason {
+    /// A short label for tooltips and tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Uncached => "uncached",
+            Reason::Warmup => "warmup",
+            Reason::ScheduleCompute => "schedule: compute",
+            Reason::ScheduleReuse => "schedule: reuse",
+            Reason::LastStep => "last step",
+            Reason::MaxCached => "max cached steps",
+            Reason::MaxContinuous => "max continuous cached",
+            Reason::AccumulatedDiff => "accumulated diff",
+            Reason::NoReference => "no reference yet",
+            Reason::DiffAbove => "diff ≥ threshold",
+            Reason::DiffBelow => "diff < threshold",
+        }
+    }
+
+    /// A compute that a guard imposed although the indicator might have allowed reuse; the
+    /// timeline draws these as "forced".
+    pub fn is_forced(self) -> bool {
+        matches!(
+            self,
+            Reason::LastStep | Reason::MaxCached | Reason::MaxContinuous | Reason::AccumulatedDiff
+        )
+    }
+}
+
+/// One transformer call of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// 0-based denoising step.
+    pub step: usize,
+    pub branch: CfgBranch,
+    pub decision: Decision,
+    pub reason: Reason,
+    /// Relative-L1 residual diff measured on this call, when one was measured.
+    pub diff: Option<f64>,
+    /// The threshold the diff was compared with, when a threshold rule applied.
+    pub threshold: Option<f64>,
+    /// Transformer blocks evaluated on this call.
+    pub blocks_run: usize,
+    /// Blocks an uncached call evaluates.
+    pub blocks_total: usize,
+    /// Wall time of the call (device-synchronised), in ms.
+    pub ms: f64,
+}
+
+impl CallRecord {
+    /// The record of a call that ran every block with no step cache involved.
+    pub fn uncached(step: usize, branch: CfgBranch, blocks: usize, ms: f64) -> Self {
+        CallRecord {
+            step,
+            branch,
+            decision: Decision::Computed,
+            reason: Reason::Uncached,
+            diff: None,
+            threshold: None,
+            blocks_run: blocks,
+            blocks_total: blocks,
+            ms,
+        }
+    }
+}
