@@ -50,6 +50,12 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         per_class: usize,
     },
+    /// Trains the embedded default model from scratch (or resumes a run).
+    Train(cli::train::TrainArgs),
+    /// Trains the quality classifier on the dataset generator's images.
+    TrainClassifier(cli::eval::TrainClassifierArgs),
+    /// Checks the default model: classifier held-out accuracy and conditional accuracy.
+    Eval(cli::eval::EvalArgs),
     /// Times the DiT forward per step on a small and a DiT-XL/2-sized config.
     Bench(cli::bench::BenchArgs),
 }
@@ -67,6 +73,9 @@ fn main() -> ExitCode {
         Some(Command::Models) => cli::run::list_models(),
         Some(Command::Dataset { grid, per_class }) => cli::run::dataset_grid(&grid, per_class),
         Some(Command::Bench(bench)) => cli::bench::run(&bench),
+        Some(Command::Train(train)) => cli::train::run(&train),
+        Some(Command::TrainClassifier(args)) => cli::eval::train_classifier_cmd(&args),
+        Some(Command::Eval(args)) => cli::eval::eval_cmd(&args),
         None => {
             println!(
                 "CacheDiT Studio {}\n\nThe node editor is not built yet; use the headless runner:\n  \

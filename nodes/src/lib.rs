@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod dataset;
 pub mod device;
+pub mod eval;
 pub mod exec;
 pub mod graph;
 pub mod image;
@@ -12,3 +13,4 @@ pub mod models;
 pub mod registry;
 pub mod rng;
 pub mod sampling;
+pub mod train;

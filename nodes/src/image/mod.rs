@@ -1,6 +1,7 @@
 //! Images produced by samplers: RGB buffers and PNG files with the workflow embedded.
 
 pub mod convert;
+pub mod grid;
 pub mod png_io;
 
 use std::path::PathBuf;
@@ -88,6 +89,10 @@ pub enum ImageError {
         height: u32,
         actual: usize,
     },
+
+    /// Images that must agree (e.g. grid tiles) do not.
+    #[error("{0}")]
+    Mismatch(String),
 
     /// PNG encoding failed in memory (bad text keyword, empty image, ...).
     #[error("cannot encode PNG: {message}")]

@@ -31,6 +31,22 @@ pub fn random_tiny_config() -> DiTConfig {
     }
 }
 
+/// The embedded default model's architecture: 32×32 RGB, patch 4 (64 tokens), 128 wide,
+/// 12 blocks, 10 scene classes, ε-prediction only.
+pub fn scenes_dit_config() -> DiTConfig {
+    DiTConfig {
+        num_attention_heads: 4,
+        attention_head_dim: 32,
+        in_channels: 3,
+        out_channels: None,
+        num_layers: 12,
+        sample_size: 32,
+        patch_size: 4,
+        num_embeds_ada_norm: 10,
+        ..DiTConfig::default()
+    }
+}
+
 pub fn builtin_models() -> Vec<BuiltinModel> {
     vec![BuiltinModel {
         name: "random-tiny",

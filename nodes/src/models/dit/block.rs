@@ -2,8 +2,18 @@
 //! (adaLN-Zero self-attention + tanh-GELU feed-forward), including its own conditioning embedder.
 
 use super::embeddings::TimestepLabelEmbedding;
+use super::grad_ops;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
+
+/// Which kernels the model runs: candle's fused inference ops, or composed ops that define a
+/// backward pass (candle's fused `layer_norm` and `softmax_last_dim` have none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    #[default]
+    Fused,
+    Differentiable,
+}
 
 /// LayerNorm without affine params over the last dim (diffusers uses `elementwise_affine=False`).
 #[derive(Debug, Clone)]
@@ -11,6 +21,7 @@ pub struct PlainLayerNorm {
     ones: Tensor,
     zeros: Tensor,
     eps: f32,
+    kernels: Kernels,
 }
 
 impl PlainLayerNorm {
@@ -24,11 +35,22 @@ impl PlainLayerNorm {
             ones: Tensor::ones(hidden, dtype, device)?,
             zeros: Tensor::zeros(hidden, dtype, device)?,
             eps: eps as f32,
+            kernels: Kernels::Fused,
         })
     }
 
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(&x.contiguous()?, &self.ones, &self.zeros, self.eps)
+        match self.kernels {
+            Kernels::Fused => {
+                candle_nn::ops::layer_norm(&x.contiguous()?, &self.ones, &self.zeros, self.eps)
+            }
+            Kernels::Differentiable => grad_ops::layer_norm_train(x, self.eps),
+        }
     }
 }
 
@@ -47,6 +69,7 @@ struct SelfAttention {
     to_out: Linear,
     heads: usize,
     head_dim: usize,
+    kernels: Kernels,
 }
 
 impl SelfAttention {
@@ -71,6 +94,7 @@ impl SelfAttention {
             to_out: lin("to_out.0", true)?,
             heads,
             head_dim,
+            kernels: Kernels::Fused,
         })
     }
 
@@ -86,7 +110,10 @@ impl SelfAttention {
         let v = split(self.to_v.forward(x)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let weights = match self.kernels {
+            Kernels::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
+            Kernels::Differentiable => grad_ops::softmax_train(&scores)?,
+        };
         let out =
             weights
                 .matmul(&v)?
@@ -101,6 +128,7 @@ impl SelfAttention {
 struct FeedForward {
     proj_in: Linear,
     proj_out: Linear,
+    kernels: Kernels,
 }
 
 impl FeedForward {
@@ -109,12 +137,18 @@ impl FeedForward {
         Ok(FeedForward {
             proj_in: candle_nn::linear(hidden, inner, vb.pp("net.0.proj"))?,
             proj_out: candle_nn::linear(inner, hidden, vb.pp("net.2"))?,
+            kernels: Kernels::Fused,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // candle's `gelu` is the tanh approximation, as torch's GELU(approximate="tanh").
-        self.proj_out.forward(&self.proj_in.forward(x)?.gelu()?)
+        let h = self.proj_in.forward(x)?;
+        let h = match self.kernels {
+            Kernels::Fused => h.gelu()?,
+            Kernels::Differentiable => grad_ops::gelu_train(&h)?,
+        };
+        self.proj_out.forward(&h)
     }
 }
 
@@ -161,6 +195,14 @@ impl DiTBlock {
             norm3: PlainLayerNorm::new(hidden, dims.norm_eps, dtype, &device)?,
             ff: FeedForward::new(vb.pp("ff"), hidden)?,
         })
+    }
+
+    /// Switches the block's norms and attention softmax to `kernels`.
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.norm1 = self.norm1.clone().with_kernels(kernels);
+        self.norm3 = self.norm3.clone().with_kernels(kernels);
+        self.attn.kernels = kernels;
+        self.ff.kernels = kernels;
     }
 
     /// `x`: tokens `[B, N, hidden]`; `t_proj`: `[B, 256]` timestep projection in the model

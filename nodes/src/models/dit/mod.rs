@@ -3,6 +3,7 @@
 pub mod block;
 pub mod config;
 pub mod embeddings;
+pub mod grad_ops;
 pub mod model;
 pub mod random;
 

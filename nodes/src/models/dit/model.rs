@@ -1,7 +1,7 @@
 //! The DiT transformer (diffusers' `DiTTransformer2DModel`), exposed block by block so the step
 //! cache can run some blocks and skip others: `embed` → `block(i)` … → `finish`.
 
-use super::block::{modulate, BlockDims, DiTBlock, PlainLayerNorm};
+use super::block::{modulate, BlockDims, DiTBlock, Kernels, PlainLayerNorm};
 use super::config::DiTConfig;
 use super::embeddings::{timestep_projection, PatchEmbed};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -85,6 +85,14 @@ impl DiT {
             device: vb.device().clone(),
             config: config.clone(),
         })
+    }
+
+    /// Switches every norm and softmax to `kernels`; training needs `Kernels::Differentiable`.
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        for block in &mut self.blocks {
+            block.set_kernels(kernels);
+        }
+        self.norm_out = self.norm_out.clone().with_kernels(kernels);
     }
 
     pub fn config(&self) -> &DiTConfig {
