@@ -1,0 +1,93 @@
+//! Detailed Stats: shows a sampler run's step-cache statistics (the editor draws its body from
+//! the live step events; the CLI prints its summary). Its run checks that the statistics add
+//! up and passes them on as an event.
+
+use crate::cache::{CacheSummary, Decision};
+use crate::exec::context::NodeContext;
+use crate::registry::Params;
+use crate::registry::{Inputs, KindSpec, NodeError, NodeKind, Outputs, PortSpec, PortType};
+use crate::sampling::stats::SamplerStats;
+
+pub struct DetailedStats;
+
+fn inconsistent(what: String) -> NodeError {
+    NodeError::Param(
+        "stats".into(),
+        format!("the statistics do not add up: {what}"),
+    )
+}
+
+/// Checks that the records, the counters and the summary tell the same story.
+pub fn check_stats(stats: &SamplerStats) -> Result<(), NodeError> {
+    let run: usize = stats.calls.iter().map(|c| c.blocks_run).sum();
+    if stats.transformer_calls != stats.calls.len() {
+        return Err(inconsistent(format!(
+            "{} calls counted, {} recorded",
+            stats.transformer_calls,
+            stats.calls.len()
+        )));
+    }
+    if stats.block_evaluations != run {
+        return Err(inconsistent(format!(
+            "{} block evaluations counted, {run} recorded",
+            stats.block_evaluations
+        )));
+    }
+    if let Some(bad) = stats
+        .calls
+        .iter()
+        .find(|c| c.blocks_run > c.blocks_total || c.step >= stats.steps.len())
+    {
+        return Err(inconsistent(format!("call record {bad:?}")));
+    }
+    if let Some(summary) = &stats.summary {
+        let expected =
+            CacheSummary::from_records(&summary.signature, &stats.calls, summary.cache_bytes);
+        if &expected != summary {
+            return Err(inconsistent(
+                "the summary differs from the call records".into(),
+            ));
+        }
+        let reused = stats
+            .calls
+            .iter()
+            .filter(|c| c.decision == Decision::Reused)
+            .count();
+        if reused != summary.reused_calls {
+            return Err(inconsistent("reused calls".into()));
+        }
+    }
+    Ok(())
+}
+
+impl NodeKind for DetailedStats {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "DetailedStats",
+            title: "Detailed Stats",
+            category: "step cache",
+            help: "Shows what the step cache did on a Sampler run: each step computed or reused \
+                   and why, residual diffs, cached steps per CFG branch, hit rate, block \
+                   evaluations (ideal speedup), measured speedup and memory.",
+            inputs: vec![PortSpec::required(
+                "stats",
+                PortType::RunStats,
+                "a Sampler's `stats` output",
+            )],
+            outputs: vec![],
+            params: vec![],
+        }
+    }
+
+    fn run(
+        &self,
+        ctx: &NodeContext,
+        inputs: &Inputs,
+        _params: &Params,
+    ) -> Result<Outputs, NodeError> {
+        let stats = inputs.require("stats")?.as_run_stats("stats")?;
+        check_stats(stats)?;
+        ctx.stats(stats.clone());
+        Ok(Outputs::new())
+    }
+}
