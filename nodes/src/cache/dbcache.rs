@@ -5,7 +5,7 @@
 
 use super::config::{CacheConfigError, StepCacheConfig, Strategy};
 use super::indicator::similarity;
-use super::noise::perturb;
+use super::noise::ReuseNoise;
 use super::policy::{BranchPolicy, Rules};
 use super::record::{CallRecord, CfgBranch, Decision};
 use super::schedule::{rules_for_run, schedule_preview, Degenerate};
@@ -61,6 +61,7 @@ struct BranchState {
     /// Middle residual of the last computed call (plain reuse).
     middle_residual: Option<Tensor>,
     calibrator: Option<TaylorSeer>,
+    noise: Option<ReuseNoise>,
 }
 
 fn bytes(t: &Tensor) -> usize {
@@ -72,6 +73,7 @@ impl BranchState {
         self.front_residual.as_ref().map_or(0, bytes)
             + self.middle_residual.as_ref().map_or(0, bytes)
             + self.calibrator.as_ref().map_or(0, TaylorSeer::bytes)
+            + self.noise.as_ref().map_or(0, ReuseNoise::bytes)
     }
 }
 
@@ -111,12 +113,14 @@ impl StepCache {
         &self.config
     }
 
-    fn new_branch(&self) -> BranchState {
+    fn new_branch(&self, branch: CfgBranch) -> BranchState {
+        let c = &self.config;
         BranchState {
-            calibrator: self
-                .config
+            calibrator: c
                 .taylorseer
                 .map(|ts| TaylorSeer::new(ts.order, ts.indexing)),
+            noise: (c.noise_scale > 0.0)
+                .then(|| ReuseNoise::new(c.noise_scale, c.noise_seed, branch)),
             ..BranchState::default()
         }
     }
@@ -143,7 +147,7 @@ impl TransformerHook for StepCache {
                 .map_err(candle_core::Error::msg)?;
             self.run = Some(run);
         }
-        let fresh = self.new_branch();
+        let fresh = self.new_branch(info.branch);
         let config = self.config.clone();
         let Some(run) = self.run.as_mut() else {
             candle_core::bail!("step cache: run state missing");
@@ -195,8 +199,10 @@ impl TransformerHook for StepCache {
                 };
                 match residual {
                     Some(r) => {
-                        let r =
-                            perturb(&r, config.noise_scale, config.noise_seed, step, info.branch)?;
+                        let r = match branch.noise.as_mut() {
+                            Some(noise) => noise.perturb(&r, step)?,
+                            None => r,
+                        };
                         (&h_front + r)?
                     }
                     // Only when the middle is empty (Fn + Bn ≥ N): nothing to add.

@@ -79,6 +79,7 @@ mod tests {
     #[test]
     fn signatures_read_like_cache_dits() {
         let mut c = StepCacheConfig::studio_default();
+        c.noise_scale = 0.0;
         c.taylorseer = Some(TaylorSeerConfig {
             order: 1,
             indexing: TaylorIndexing::CacheDit,
@@ -91,6 +92,7 @@ mod tests {
             "−1 prints as 0"
         );
         let mut scm = StepCacheConfig::studio_default();
+        scm.noise_scale = 0.0;
         scm.db.residual_diff_threshold = 1.0;
         scm.db.steps_mask = Some(StepsMask {
             source: MaskSource::Preset(ScmPreset::Medium),
@@ -102,10 +104,10 @@ mod tests {
         );
         let mut fixed = StepCacheConfig::studio_default();
         fixed.strategy = Strategy::Fixed;
-        fixed.noise_scale = 0.001;
         assert_eq!(fixed.signature(), "Fixed_F4B0_W4K2_N0.001");
         let mut dynamic = StepCacheConfig::studio_default();
         dynamic.strategy = Strategy::Dynamic;
+        dynamic.noise_scale = 0.0;
         assert_eq!(dynamic.signature(), "Dynamic_F4B0_W4K2MC3");
         let ok = |s: &str| {
             s.chars()
