@@ -52,6 +52,9 @@ enum Command {
     },
     /// Times the DiT forward per step on a small and a DiT-XL/2-sized config.
     Bench(cli::bench::BenchArgs),
+    /// Benchmarks the step cache: speed (measured vs. ideal) and quality (PSNR, SSIM) of the
+    /// reference configs against uncached runs at 25 and 50 steps.
+    BenchCache(cli::bench_cache::BenchCacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Some(Command::Models) => cli::run::list_models(),
         Some(Command::Dataset { grid, per_class }) => cli::run::dataset_grid(&grid, per_class),
         Some(Command::Bench(bench)) => cli::bench::run(&bench),
+        Some(Command::BenchCache(bench)) => cli::bench_cache::run(&bench),
         None => {
             println!(
                 "CacheDiT Studio {}\n\nThe node editor is not built yet; use the headless runner:\n  \

@@ -75,7 +75,8 @@ struct Row {
     per_block_ms: f64,
 }
 
-fn machine() -> String {
+/// The CPU model and core count, for benchmark headers.
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -157,21 +158,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             args.device,
             path.display()
         );
-        write_section(path, &format!("{table}\nReproduce: `{command}`\n"))?;
+        write_section(
+            path,
+            "dit-forward",
+            "DiT forward, per step",
+            &format!("{table}\nReproduce: `{command}`\n"),
+        )?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
 
-const START: &str = "<!-- bench:dit-forward:start -->";
-const END: &str = "<!-- bench:dit-forward:end -->";
-
-/// Replaces (or appends) the marked DiT-forward section, keeping the rest of the file.
-fn write_section(path: &PathBuf, body: &str) -> Result<()> {
+/// Replaces (or appends) the section between `<!-- bench:{marker}:start -->` and its end
+/// marker, keeping the rest of the file.
+pub fn write_section(path: &PathBuf, marker: &str, title: &str, body: &str) -> Result<()> {
+    let start = format!("<!-- bench:{marker}:start -->");
+    let end = format!("<!-- bench:{marker}:end -->");
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-    let section = format!("{START}\n## DiT forward, per step\n\n{body}{END}");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{section}{}", &old[..a], &old[b + END.len()..]),
+    let section = format!("{start}\n## {title}\n\n{body}{end}");
+    let new = match (old.find(&start), old.find(&end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
         _ => format!("{}\n{section}\n", old.trim_end()),
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))

@@ -1,5 +1,6 @@
 //! Subcommands of the `cachedit` CLI.
 
 pub mod bench;
+pub mod bench_cache;
 pub mod run;
 pub mod stats;

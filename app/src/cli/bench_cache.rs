@@ -1,0 +1,409 @@
+//! `cachedit bench-cache`: the step cache on a model at 25 and 50 steps, uncached and with the
+//! reference configs; wall time, measured vs. ideal speedup, PSNR/SSIM against the uncached
+//! image, the classifier's "class kept" rate, and where the cache's overhead goes.
+
+use super::bench::{machine, write_section};
+use anyhow::{bail, Context, Result};
+use cachedit_nodes::cache::indicator::rel_l1;
+use cachedit_nodes::cache::noise::ReuseNoise;
+use cachedit_nodes::cache::scm::ScmPreset;
+use cachedit_nodes::cache::{
+    CallRecord, CfgBranch, MaskPolicy, MaskSource, StepCache, StepCacheConfig, StepsMask, Strategy,
+    TaylorIndexing, TaylorSeerConfig,
+};
+use cachedit_nodes::image::convert::image_from_tensor;
+use cachedit_nodes::image::RgbImage;
+use cachedit_nodes::metrics::{psnr, ssim};
+use cachedit_nodes::models::builtin::load_model;
+use cachedit_nodes::models::dit::DiT;
+use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
+use cachedit_nodes::sampling::hook::{PlainForward, TransformerHook};
+use cachedit_nodes::sampling::schedulers::SchedulerKind;
+use candle_core::{Device, Tensor};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchCacheArgs {
+    /// Model: a built-in name or a checkpoint folder.
+    #[arg(long, default_value = "scenes-dit")]
+    pub model: String,
+    /// Step counts to run (comma-separated).
+    #[arg(long, default_value = "25,50", value_delimiter = ',')]
+    pub steps: Vec<usize>,
+    /// Images per config: image i has class i mod classes and seed i.
+    #[arg(long, default_value_t = 10)]
+    pub images: usize,
+    /// Timed repeats of every run (interleaved across configs); the fastest counts.
+    #[arg(long, default_value_t = 2)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 4.0)]
+    pub guidance: f64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Replace the step-cache section of this markdown file with the results.
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+}
+
+/// Predicts the class of a generated image: fills the "class kept" column. The quality
+/// classifier (`cachedit_nodes::eval::classifier`) plugs in here; a build without one leaves
+/// the column empty rather than guessing.
+type Classifier = dyn Fn(&RgbImage) -> Result<u32>;
+
+fn classifier() -> Option<Box<Classifier>> {
+    None
+}
+
+/// The reference configs of issue 4, on the studio defaults (reuse noise 0.001 included).
+fn configs() -> Vec<(&'static str, Option<StepCacheConfig>)> {
+    let studio = StepCacheConfig::studio_default;
+    vec![
+        ("uncached", None),
+        (
+            "fixed(2)",
+            Some(StepCacheConfig {
+                strategy: Strategy::Fixed,
+                skip_interval: 2,
+                ..studio()
+            }),
+        ),
+        (
+            "dynamic",
+            Some(StepCacheConfig {
+                strategy: Strategy::Dynamic,
+                ..studio()
+            }),
+        ),
+        ("adaptive F4B0 R0.12 W4", Some(studio())),
+        ("F1B0 R0.12 + TaylorSeer O1", {
+            let mut c = studio();
+            c.db.fn_compute_blocks = 1;
+            c.taylorseer = Some(TaylorSeerConfig {
+                order: 1,
+                indexing: TaylorIndexing::CacheDit,
+            });
+            Some(c)
+        }),
+        ("SCM medium dynamic", {
+            let mut c = studio();
+            c.db.steps_mask = Some(StepsMask {
+                source: MaskSource::Preset(ScmPreset::Medium),
+                policy: MaskPolicy::Dynamic,
+            });
+            Some(c)
+        }),
+    ]
+}
+
+/// One image's run.
+struct Run {
+    ms: f64,
+    image: RgbImage,
+    calls: Vec<CallRecord>,
+}
+
+fn run_once(
+    dit: &DiT,
+    settings: &SampleSettings,
+    noise: &Tensor,
+    config: Option<&StepCacheConfig>,
+) -> Result<Run> {
+    let mut hook: Box<dyn TransformerHook> = match config {
+        Some(c) => Box::new(StepCache::new(Arc::new(c.clone()))),
+        None => Box::new(PlainForward::default()),
+    };
+    let mut calls = Vec::new();
+    let started = Instant::now();
+    let out = denoise(dit, settings, noise, hook.as_mut(), &mut |p| {
+        calls.extend(p.calls.iter().cloned());
+        Flow::Continue
+    })?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let image = image_from_tensor(&out.sample)?
+        .into_iter()
+        .next()
+        .context("no image")?;
+    Ok(Run { ms, image, calls })
+}
+
+/// One table row: a config at one step count, over all images.
+struct Row {
+    steps: usize,
+    name: &'static str,
+    signature: String,
+    wall_ms: f64,
+    speedup: f64,
+    ideal: f64,
+    psnr: f64,
+    ssim: f64,
+    reused: usize,
+    calls: usize,
+    class_kept: Option<f64>,
+}
+
+fn fmt_psnr(p: f64) -> String {
+    if p.is_infinite() {
+        "identical".into()
+    } else {
+        format!("{p:.2}")
+    }
+}
+
+/// Median of `f` over `n` timed runs (after one warm-up), in ms.
+fn time_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        f()?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times.get(n / 2).copied().unwrap_or(0.0))
+}
+
+/// Times the pieces of one call on the model's real shapes: what a reuse saves (a block) and
+/// what the cache adds (indicator, residual store, reuse add, noise), next to the per-call
+/// work no cache can skip (embed + finish).
+fn overhead_table(dit: &DiT, device: &Device, batch: usize) -> Result<String> {
+    let cfg = dit.config();
+    let s = cfg.sample_size;
+    let x = Tensor::randn(0f32, 1.0, (batch, cfg.in_channels, s, s), device)?;
+    let t = Tensor::full(500f32, batch, device)?;
+    let y = Tensor::zeros(batch, candle_core::DType::U32, device)?;
+    let state = dit.embed(&x, &t, &y)?;
+    let h0 = state.hidden.clone();
+    let h1 = dit.block(0, &state)?;
+    let sync = || device.synchronize().map_err(anyhow::Error::from);
+    let n = 20;
+    let block = time_ms(n, || {
+        dit.block(0, &state)?;
+        sync()
+    })?;
+    let embed_finish = time_ms(n, || {
+        let st = dit.embed(&x, &t, &y)?;
+        dit.finish(&st)?;
+        sync()
+    })?;
+    let residual = time_ms(n, || {
+        let _r = (&h1 - &h0)?;
+        sync()
+    })?;
+    let r = (&h1 - &h0)?;
+    let indicator = time_ms(n, || {
+        rel_l1(&r, &h1)?;
+        Ok(())
+    })?;
+    let reuse_add = time_ms(n, || {
+        let _h = (&h0 + &r)?;
+        sync()
+    })?;
+    let mut noise = ReuseNoise::new(0.001, 0, CfgBranch::Batched);
+    let mut step = 0;
+    let noise_ms = time_ms(n, || {
+        step += 1;
+        noise.perturb(&r, step)?;
+        sync()
+    })?;
+    let tokens = h0.dims().get(1).copied().unwrap_or(0);
+    Ok(format!(
+        "Pieces of one transformer call (batch {batch}, {tokens} tokens, median of {n}):\n\n\
+         | piece | ms | paid by |\n|---|---:|---|\n\
+         | one block (what a reuse skips, per middle block) | {block:.3} | every computed call |\n\
+         | embed + finish (never skipped) | {embed_finish:.3} | every call |\n\
+         | front residual `h_F − h_in` | {residual:.3} | adaptive: measured and computed calls |\n\
+         | relative-L1 indicator (2 sums, one transfer) | {indicator:.3} | adaptive: measured calls |\n\
+         | middle residual store `h_M − h_F` | {residual:.3} | computed calls |\n\
+         | reuse `h_F + R_M` | {reuse_add:.3} | reused calls |\n\
+         | reuse noise (pool rotation, scale) | {noise_ms:.3} | reused calls, noise > 0 |\n"
+    ))
+}
+
+pub fn run(args: &BenchCacheArgs) -> Result<()> {
+    if args.steps.is_empty() || args.images == 0 {
+        bail!("bench-cache needs at least one step count and one image");
+    }
+    let loaded = load_model(&args.model, &args.dtype, &args.device)
+        .with_context(|| format!("loading {}", args.model))?;
+    let dit = &loaded.dit;
+    let classes = dit.config().num_classes().max(1);
+    let repeats = args.repeats.max(1);
+    let judge = classifier();
+    let mut rows = Vec::new();
+    for &steps in &args.steps {
+        let settings: Vec<SampleSettings> = (0..args.images)
+            .map(|i| SampleSettings {
+                class_labels: vec![(i % classes) as u32],
+                seed: i as u64,
+                steps,
+                guidance: args.guidance,
+                cfg_mode: CfgMode::Batched,
+                scheduler: SchedulerKind::DpmSolverMultistep,
+                size: None,
+            })
+            .collect();
+        let noises = settings
+            .iter()
+            .map(|s| initial_noise(dit, s, &loaded.device))
+            .collect::<Result<Vec<_>, _>>()?;
+        let configs = configs();
+        // Warm-up: one uncached run, so no config pays first-call costs.
+        if let (Some(s), Some(n)) = (settings.first(), noises.first()) {
+            run_once(dit, s, n, None)?;
+        }
+        // best[config][image]: the fastest repeat; runs interleave configs against drift.
+        let mut best: Vec<Vec<Option<Run>>> = configs
+            .iter()
+            .map(|_| (0..args.images).map(|_| None).collect())
+            .collect();
+        for repeat in 0..repeats {
+            for (c, (name, config)) in configs.iter().enumerate() {
+                eprintln!("{steps} steps, {name}: repeat {}/{repeats}", repeat + 1);
+                for (i, (s, n)) in settings.iter().zip(&noises).enumerate() {
+                    let run = run_once(dit, s, n, config.as_ref())?;
+                    let slot = &mut best[c][i];
+                    if slot.as_ref().is_none_or(|b| run.ms < b.ms) {
+                        *slot = Some(run);
+                    }
+                }
+            }
+        }
+        let runs: Vec<Vec<Run>> = best
+            .into_iter()
+            .map(|images| images.into_iter().flatten().collect())
+            .collect();
+        let Some(uncached) = runs.first() else {
+            bail!("no uncached run");
+        };
+        let base_ms: f64 = uncached.iter().map(|r| r.ms).sum();
+        for ((name, config), set) in configs.iter().zip(&runs) {
+            let wall_ms: f64 = set.iter().map(|r| r.ms).sum();
+            let calls: Vec<&CallRecord> = set.iter().flat_map(|r| &r.calls).collect();
+            let run_blocks: usize = calls.iter().map(|c| c.blocks_run).sum();
+            let all_blocks: usize = calls.iter().map(|c| c.blocks_total).sum();
+            // PSNR over the whole set (pooled MSE), SSIM averaged.
+            let mut sse = 0.0;
+            let mut pixels = 0usize;
+            let mut ssim_sum = 0.0;
+            let mut kept = 0usize;
+            for (r, base) in set.iter().zip(uncached) {
+                let p = psnr(&base.image, &r.image)?;
+                let mse = if p.is_infinite() {
+                    0.0
+                } else {
+                    255.0f64.powi(2) / 10f64.powf(p / 10.0)
+                };
+                sse += mse * base.image.pixels.len() as f64;
+                pixels += base.image.pixels.len();
+                ssim_sum += ssim(&base.image, &r.image)?;
+            }
+            let class_kept = match &judge {
+                Some(classify) => {
+                    for (r, s) in set.iter().zip(&settings) {
+                        if s.class_labels.first() == Some(&classify(&r.image)?) {
+                            kept += 1;
+                        }
+                    }
+                    Some(kept as f64 / set.len().max(1) as f64)
+                }
+                None => None,
+            };
+            let mse = sse / pixels.max(1) as f64;
+            rows.push(Row {
+                steps,
+                name,
+                signature: config
+                    .as_ref()
+                    .map_or("NoCache".to_string(), |c| c.signature()),
+                wall_ms,
+                speedup: base_ms / wall_ms.max(f64::MIN_POSITIVE),
+                ideal: all_blocks as f64 / run_blocks.max(1) as f64,
+                psnr: if mse == 0.0 {
+                    f64::INFINITY
+                } else {
+                    10.0 * (255.0f64.powi(2) / mse).log10()
+                },
+                ssim: ssim_sum / set.len().max(1) as f64,
+                reused: calls
+                    .iter()
+                    .filter(|c| c.decision == cachedit_nodes::cache::Decision::Reused)
+                    .count(),
+                calls: calls.len(),
+                class_kept,
+            });
+        }
+    }
+
+    let mut table = format!(
+        "Model `{}` ({} blocks) on {} ({:?}), {}; DPM-Solver++ 2M, batched CFG {}, {} images \
+         per config (image i: class i mod {classes}, seed i), fastest of {repeats} interleaved \
+         repeats. Wall = denoise loop for all images. Measured = uncached wall ÷ wall; ideal = \
+         block evaluations uncached ÷ run. PSNR (pooled over the images) and SSIM are against \
+         the uncached image of the same seed.\n\n\
+         | steps | config | signature | wall s | reused calls | measured | ideal | measured/ideal | PSNR dB | SSIM | class kept |\n\
+         |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        args.model,
+        dit.num_blocks(),
+        args.device,
+        loaded.dtype,
+        machine(),
+        args.guidance,
+        args.images,
+    );
+    for r in &rows {
+        let kept = r
+            .class_kept
+            .map_or("n/a".to_string(), |k| format!("{:.0}%", k * 100.0));
+        table.push_str(&format!(
+            "| {} | {} | `{}` | {:.2} | {}/{} | {:.2}x | {:.2}x | {:.2} | {} | {:.4} | {kept} |\n",
+            r.steps,
+            r.name,
+            r.signature,
+            r.wall_ms / 1e3,
+            r.reused,
+            r.calls,
+            r.speedup,
+            r.ideal,
+            r.speedup / r.ideal,
+            fmt_psnr(r.psnr),
+            r.ssim,
+        ));
+    }
+    if judge.is_none() {
+        table.push_str(
+            "\nclass kept: n/a, this build has no quality classifier to judge the images.\n",
+        );
+    }
+    let overhead = overhead_table(dit, &loaded.device, 2)?;
+    let body = format!("{table}\n{overhead}");
+    println!("{body}");
+    if let Some(path) = &args.write {
+        let command =
+            format!(
+            "cargo run {}-p cachedit -- bench-cache --model {} --steps {} --images {} --repeats \
+             {repeats} --device {} --write {}",
+            if cfg!(debug_assertions) { "" } else { "--release " },
+            args.model,
+            args.steps
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            args.images,
+            args.device,
+            path.display()
+        );
+        write_section(
+            path,
+            "step-cache",
+            "Step cache: speed and quality",
+            &format!("{body}\nReproduce: `{command}`\n"),
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
