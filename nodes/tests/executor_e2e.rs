@@ -423,11 +423,17 @@ fn cached_runs_execute_fewer_blocks_exactly_as_the_stats_say() {
     }
 }
 
-#[test]
-fn the_fixed_schedule_is_known_before_the_run_and_kept() {
+/// Runs one example on a fresh checkpoint; the folder lives as long as the returned guard.
+fn run_fresh(name: &str) -> (tempfile::TempDir, Vec<Event>) {
     let tmp = tempfile::tempdir().expect("tmp");
     let checkpoint = write_checkpoint(tmp.path());
-    let (_, events) = run_example("cache_fixed.ron", tmp.path(), &checkpoint);
+    let (_, events) = run_example(name, tmp.path(), &checkpoint);
+    (tmp, events)
+}
+
+#[test]
+fn the_fixed_schedule_is_known_before_the_run_and_kept() {
+    let (_tmp, events) = run_fresh("cache_fixed.ron");
     let calls = streamed_calls(&events, NodeId(3));
     let config = StepCacheConfig {
         strategy: Strategy::Fixed,
@@ -455,9 +461,7 @@ fn the_fixed_schedule_is_known_before_the_run_and_kept() {
 
 #[test]
 fn separate_cfg_keeps_a_cache_state_per_branch() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let checkpoint = write_checkpoint(tmp.path());
-    let (_, events) = run_example("cache_taylorseer.ron", tmp.path(), &checkpoint);
+    let (_tmp, events) = run_fresh("cache_taylorseer.ron");
     let stats = stats_of(&events, NodeId(3));
     assert_eq!(stats.cfg_mode, "separate");
     assert_eq!(stats.transformer_calls, 50, "two calls per step");

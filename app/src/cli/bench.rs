@@ -19,13 +19,22 @@ pub struct BenchArgs {
     /// Timed forwards per config (after one warm-up).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub target: DeviceArgs,
     /// Replace the DiT-forward section of this markdown file with the results.
     #[arg(long)]
     pub write: Option<PathBuf>,
+}
+
+/// Where a benchmark runs.
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// auto, f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
 }
 
 struct BenchConfig {
@@ -93,8 +102,8 @@ pub fn machine() -> String {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let device = DeviceSpec::parse(&args.device)?.open()?;
-    let dtype = parse_dtype(&args.dtype, &device)?;
+    let device = DeviceSpec::parse(&args.target.device)?.open()?;
+    let dtype = parse_dtype(&args.target.dtype, &device)?;
     let repeats = args.repeats.max(1);
     let mut rows = Vec::new();
     for name in &args.configs {
@@ -140,7 +149,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
          (conditional + null class), random weights; mean of {repeats} after a warm-up.\n\n\
          | config | params | tokens | ms/step (mean) | ms/step (min) | ms/block |\n\
          |---|---:|---:|---:|---:|---:|\n",
-        args.device,
+        args.target.device,
         machine()
     );
     for r in &rows {
@@ -155,7 +164,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "cargo run {}-p cachedit -- bench --configs {} --repeats {repeats} --device {} --write {}",
             if cfg!(debug_assertions) { "" } else { "--release " },
             args.configs.join(","),
-            args.device,
+            args.target.device,
             path.display()
         );
         write_section(

@@ -2,7 +2,7 @@
 //! reference configs; wall time, measured vs. ideal speedup, PSNR/SSIM against the uncached
 //! image, the classifier's "class kept" rate, and where the cache's overhead goes.
 
-use super::bench::{machine, write_section};
+use super::bench::{machine, write_section, DeviceArgs};
 use anyhow::{bail, Context, Result};
 use cachedit_nodes::cache::indicator::rel_l1;
 use cachedit_nodes::cache::noise::ReuseNoise;
@@ -40,10 +40,8 @@ pub struct BenchCacheArgs {
     pub repeats: usize,
     #[arg(long, default_value_t = 4.0)]
     pub guidance: f64,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub target: DeviceArgs,
     /// Replace the step-cache section of this markdown file with the results.
     #[arg(long)]
     pub write: Option<PathBuf>,
@@ -227,7 +225,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
     if args.steps.is_empty() || args.images == 0 {
         bail!("bench-cache needs at least one step count and one image");
     }
-    let loaded = load_model(&args.model, &args.dtype, &args.device)
+    let loaded = load_model(&args.model, &args.target.dtype, &args.target.device)
         .with_context(|| format!("loading {}", args.model))?;
     let dit = &loaded.dit;
     let classes = dit.config().num_classes().max(1);
@@ -348,7 +346,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
          |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.model,
         dit.num_blocks(),
-        args.device,
+        args.target.device,
         loaded.dtype,
         machine(),
         args.guidance,
@@ -394,7 +392,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(","),
             args.images,
-            args.device,
+            args.target.device,
             path.display()
         );
         write_section(

@@ -178,7 +178,7 @@ mod tests {
         );
         assert_eq!(s.derivatives(), 3);
         assert!((forecast(&s, 7) - 323.0).abs() < 1e-9);
-        // Y = x^4, order 4 at e = 1: 1296 + 671 + 302/2 + 108/6 + 24/24 = 2137.
+        // Y = x^4, order 4, updates 0..7.
         let s = seer(
             4,
             TaylorIndexing::CacheDit,

@@ -23,30 +23,20 @@ fn kernel() -> [f64; 2 * RADIUS + 1] {
     k
 }
 
+/// `Σ_i k[i]·at(i)`: one output of a 1-D pass.
+fn tap(k: &[f64], at: impl Fn(usize) -> f64) -> f64 {
+    k.iter().enumerate().map(|(i, w)| w * at(i)).sum()
+}
+
 /// Separable Gaussian filter, keeping only the positions where the whole window fits.
 fn filter_valid(img: &[f64], w: usize, h: usize, k: &[f64]) -> Vec<f64> {
     let (ow, oh) = (w - 2 * RADIUS, h - 2 * RADIUS);
-    let mut rows = vec![0.0; ow * h];
-    for y in 0..h {
-        for x in 0..ow {
-            rows[y * ow + x] = k
-                .iter()
-                .enumerate()
-                .map(|(i, kw)| kw * img[y * w + x + i])
-                .sum();
-        }
-    }
-    let mut out = vec![0.0; ow * oh];
-    for y in 0..oh {
-        for x in 0..ow {
-            out[y * ow + x] = k
-                .iter()
-                .enumerate()
-                .map(|(i, kw)| kw * rows[(y + i) * ow + x])
-                .sum();
-        }
-    }
-    out
+    let rows: Vec<f64> = (0..ow * h)
+        .map(|j| tap(k, |i| img[(j / ow) * w + j % ow + i]))
+        .collect();
+    (0..ow * oh)
+        .map(|j| tap(k, |i| rows[(j / ow + i) * ow + j % ow]))
+        .collect()
 }
 
 /// Mean SSIM over the RGB channels; 1 for identical images.

@@ -79,24 +79,21 @@ impl SamplerStats {
     /// style: cached steps and diff percentiles per branch, then blocks, speed and memory.
     pub fn summary_text(&self) -> String {
         let mut out = String::new();
-        let Some(s) = &self.summary else {
-            return format!(
-                "{}: {} steps, {} calls, {:.1} ms\n",
-                self.model,
-                self.steps.len(),
-                self.transformer_calls,
-                self.denoise_ms
-            );
-        };
+        let signature = self
+            .summary
+            .as_ref()
+            .map_or(crate::cache::NO_CACHE, |s| s.signature.as_str());
         let _ = writeln!(
             out,
-            "{} | {} | {} steps | cfg {} | seed {}",
-            s.signature,
+            "{signature} | {} | {} steps | cfg {} | seed {}",
             self.model,
             self.steps.len(),
             self.cfg_mode,
             self.seed
         );
+        let Some(s) = &self.summary else {
+            return out;
+        };
         let _ = writeln!(
             out,
             "| branch | calls | cached | hit rate | diff min | P25 | P50 | P75 | P95 | max |"
