@@ -100,6 +100,8 @@ fn configs() -> Vec<(&'static str, Option<StepCacheConfig>)> {
 /// One image's run.
 struct Run {
     ms: f64,
+    /// Time of the steps outside the transformer calls (guidance, scheduler, CFG batch).
+    outside_ms: f64,
     image: RgbImage,
     calls: Vec<CallRecord>,
 }
@@ -115,8 +117,10 @@ fn run_once(
         None => Box::new(PlainForward::default()),
     };
     let mut calls = Vec::new();
+    let mut outside_ms = 0.0;
     let started = Instant::now();
     let out = denoise(dit, settings, noise, hook.as_mut(), &mut |p| {
+        outside_ms += p.ms - p.calls.iter().map(|c| c.ms).sum::<f64>();
         calls.extend(p.calls.iter().cloned());
         Flow::Continue
     })?;
@@ -125,7 +129,12 @@ fn run_once(
         .into_iter()
         .next()
         .context("no image")?;
-    Ok(Run { ms, image, calls })
+    Ok(Run {
+        ms,
+        outside_ms,
+        image,
+        calls,
+    })
 }
 
 /// One table row: a config at one step count, over all images.
@@ -167,7 +176,7 @@ fn time_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 /// Times the pieces of one call on the model's real shapes: what a reuse saves (a block) and
 /// what the cache adds (indicator, residual store, reuse add, noise), next to the per-call
 /// work no cache can skip (embed + finish).
-fn overhead_table(dit: &DiT, device: &Device, batch: usize) -> Result<String> {
+fn overhead_table(dit: &DiT, device: &Device, batch: usize, outside_ms: f64) -> Result<String> {
     let cfg = dit.config();
     let s = cfg.sample_size;
     let x = Tensor::randn(0f32, 1.0, (batch, cfg.in_channels, s, s), device)?;
@@ -213,6 +222,7 @@ fn overhead_table(dit: &DiT, device: &Device, batch: usize) -> Result<String> {
          | piece | ms | paid by |\n|---|---:|---|\n\
          | one block (what a reuse skips, per middle block) | {block:.3} | every computed call |\n\
          | embed + finish (never skipped) | {embed_finish:.3} | every call |\n\
+         | guidance + scheduler, outside the calls (uncached runs, per step) | {outside_ms:.3} | every step |\n\
          | front residual `h_F − h_in` | {residual:.3} | adaptive: measured and computed calls |\n\
          | relative-L1 indicator (2 sums, one transfer) | {indicator:.3} | adaptive: measured calls |\n\
          | middle residual store `h_M − h_F` | {residual:.3} | computed calls |\n\
@@ -232,6 +242,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
     let repeats = args.repeats.max(1);
     let judge = classifier();
     let mut rows = Vec::new();
+    let mut outside = (0.0, 0usize);
     for &steps in &args.steps {
         let settings: Vec<SampleSettings> = (0..args.images)
             .map(|i| SampleSettings {
@@ -278,6 +289,8 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
             bail!("no uncached run");
         };
         let base_ms: f64 = uncached.iter().map(|r| r.ms).sum();
+        outside.0 += uncached.iter().map(|r| r.outside_ms).sum::<f64>();
+        outside.1 += steps * uncached.len();
         for ((name, config), set) in configs.iter().zip(&runs) {
             let wall_ms: f64 = set.iter().map(|r| r.ms).sum();
             let calls: Vec<&CallRecord> = set.iter().flat_map(|r| &r.calls).collect();
@@ -376,7 +389,8 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
             "\nclass kept: n/a, this build has no quality classifier to judge the images.\n",
         );
     }
-    let overhead = overhead_table(dit, &loaded.device, 2)?;
+    let outside_ms = outside.0 / outside.1.max(1) as f64;
+    let overhead = overhead_table(dit, &loaded.device, 2, outside_ms)?;
     let body = format!("{table}\n{overhead}");
     println!("{body}");
     if let Some(path) = &args.write {

@@ -148,7 +148,7 @@ impl TransformerHook for StepCache {
             self.run = Some(run);
         }
         let fresh = self.new_branch(info.branch);
-        let config = self.config.clone();
+        let share_diffs = !self.config.db.cfg_diff_compute_separate;
         let Some(run) = self.run.as_mut() else {
             candle_core::bail!("step cache: run state missing");
         };
@@ -163,8 +163,8 @@ impl TransformerHook for StepCache {
 
         // cfg_diff_compute_separate = false: the unconditional call takes the conditional
         // call's diff of the same step when there is one.
-        let shared = match (config.db.cfg_diff_compute_separate, info.branch) {
-            (false, CfgBranch::Uncond) => run
+        let shared = match (share_diffs, info.branch) {
+            (true, CfgBranch::Uncond) => run
                 .branches
                 .get(&CfgBranch::Cond)
                 .and_then(|b| b.policy.diff_at(step)),

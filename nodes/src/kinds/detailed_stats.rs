@@ -91,3 +91,67 @@ impl NodeKind for DetailedStats {
         Ok(Outputs::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{CallRecord, CfgBranch, Reason};
+    use crate::sampling::stats::StepStat;
+
+    fn stats() -> SamplerStats {
+        let calls: Vec<CallRecord> = (0..4)
+            .map(|step| CallRecord {
+                step,
+                branch: CfgBranch::Batched,
+                decision: if step % 2 == 1 {
+                    Decision::Reused
+                } else {
+                    Decision::Computed
+                },
+                reason: Reason::ScheduleReuse,
+                diff: None,
+                threshold: None,
+                blocks_run: if step % 2 == 1 { 2 } else { 6 },
+                blocks_total: 6,
+                ms: 1.0,
+            })
+            .collect();
+        SamplerStats {
+            transformer_calls: 4,
+            block_evaluations: 16,
+            steps: (0..4)
+                .map(|index| StepStat {
+                    index,
+                    timestep: 0.0,
+                    ms: 1.0,
+                })
+                .collect(),
+            summary: Some(CacheSummary::from_records("sig", &calls, 0)),
+            calls,
+            ..SamplerStats::default()
+        }
+    }
+
+    #[test]
+    fn consistent_stats_pass_and_tampered_ones_name_the_input() {
+        assert!(check_stats(&stats()).is_ok());
+        let mut s = stats();
+        s.block_evaluations = 24;
+        let err = check_stats(&s)
+            .expect_err("counted blocks differ")
+            .to_string();
+        assert!(
+            err.contains("`stats`") && err.contains("block evaluations"),
+            "{err}"
+        );
+        let mut s = stats();
+        s.calls[1].decision = Decision::Computed;
+        assert!(
+            check_stats(&s).is_err(),
+            "summary no longer matches the records"
+        );
+        let mut s = stats();
+        s.calls[0].step = 9;
+        assert!(check_stats(&s).is_err(), "a call past the last step");
+    }
+}
