@@ -17,9 +17,10 @@ use cachedit_nodes::metrics::{psnr, ssim};
 use cachedit_nodes::models::builtin::load_model;
 use cachedit_nodes::models::dit::DiT;
 use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
-use cachedit_nodes::sampling::hook::{PlainForward, TransformerHook};
+use cachedit_nodes::sampling::hook::{CallInfo, PlainForward, TransformerHook};
 use cachedit_nodes::sampling::schedulers::SchedulerKind;
 use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -173,6 +174,92 @@ struct Row {
     reused: usize,
     calls: usize,
     class_kept: Option<f64>,
+    /// Front blocks of the config (`None` uncached), for the call-cost estimate.
+    front: Option<usize>,
+}
+
+/// Median ms of three kinds of call, measured interleaved (plain, computed, reused, in a
+/// rotating order) so that a busy machine slows all three alike.
+struct CallCosts {
+    plain: f64,
+    /// A computed call on the heaviest path: front residual, indicator (one transfer), middle
+    /// residual store.
+    computed: f64,
+    /// A reused call: front blocks, stored residual + noise, no middle blocks.
+    reused: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn call_costs(dit: &DiT, device: &Device, front: usize, rounds: usize) -> Result<CallCosts> {
+    let cfg = dit.config();
+    let s = cfg.sample_size;
+    let shape = (2, cfg.in_channels, s, s);
+    let inputs = [
+        Tensor::randn(0f32, 1.0, shape, device)?,
+        Tensor::randn(0f32, 1.0, shape, device)?,
+    ];
+    let t = Tensor::full(500f32, 2, device)?;
+    let y = Tensor::new(&[1u32, cfg.num_classes() as u32], device)?;
+    let info = |step| CallInfo {
+        step_index: step,
+        total_steps: 1000,
+        timestep: 500.0,
+        batched_cfg: true,
+        branch: CfgBranch::Batched,
+    };
+    let mut base = StepCacheConfig::studio_default();
+    base.db.fn_compute_blocks = front;
+    base.db.max_warmup_steps = 0;
+    base.db.max_continuous_cached_steps = -1;
+    // Alternating inputs move the residual far above 1e-6: measured, then computed.
+    let mut computing = StepCache::new(Arc::new(StepCacheConfig {
+        db: cachedit_nodes::cache::DbCacheConfig {
+            residual_diff_threshold: 1e-6,
+            ..base.db.clone()
+        },
+        ..base.clone()
+    }));
+    // Threshold 1: every call after the first reuses.
+    let mut reusing = StepCache::new(Arc::new(StepCacheConfig {
+        db: cachedit_nodes::cache::DbCacheConfig {
+            residual_diff_threshold: 1.0,
+            ..base.db.clone()
+        },
+        ..base
+    }));
+    let mut plain = PlainForward::default();
+    let [a, b] = &inputs;
+    for hook in [&mut computing as &mut dyn TransformerHook, &mut reusing] {
+        hook.reset();
+        hook.call(dit, &info(0), a, &t, &y)?;
+    }
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for round in 0..rounds {
+        let x = if round % 2 == 0 { b } else { a };
+        // Rotate who goes first, so no kind always pays for the previous one's cache state.
+        for k in 0..3 {
+            let kind = (round + k) % 3;
+            let hook: &mut dyn TransformerHook = match kind {
+                0 => &mut plain,
+                1 => &mut computing,
+                _ => &mut reusing,
+            };
+            let started = Instant::now();
+            hook.call(dit, &info(1), x, &t, &y)?;
+            times[kind].push(started.elapsed().as_secs_f64() * 1e3);
+            hook.drain_records();
+        }
+    }
+    let [plain, computed, reused] = times.map(median);
+    Ok(CallCosts {
+        plain,
+        computed,
+        reused,
+    })
 }
 
 fn min_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -389,6 +476,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
                     .count(),
                 calls: calls.len(),
                 class_kept,
+                front: config.as_ref().map(|c| c.db.fn_compute_blocks),
             });
         }
     }
@@ -400,9 +488,11 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
          runs (all threads), which on a shared machine tracks the work where wall time also \
          tracks the other load. Measured = uncached ÷ cached (wall, CPU); ideal = block \
          evaluations uncached ÷ run. PSNR (pooled over the images) and SSIM are against the \
-         uncached image of the same seed. Load average (1 min) before / after: {} / {}.\n\n\
-         | steps | config | signature | reused calls | wall s | CPU s | measured (wall) | measured (CPU) | ideal | measured/ideal (wall) | measured/ideal (CPU) | PSNR dB | SSIM | class kept |\n\
-         |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         uncached image of the same seed. The estimate puts the median costs of interleaved \
+         plain, computed and reused calls (table below) together in this row's mix of calls: what \
+         the ratio would be without the machine's other load. Load average (1 min) before / after: {} / {}.\n\n\
+         | steps | config | signature | reused calls | wall s | CPU s | measured (wall) | measured (CPU) | ideal | measured/ideal (wall) | measured/ideal (CPU) | est. measured/ideal (calls) | PSNR dB | SSIM | class kept |\n\
+         |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.model,
         dit.num_blocks(),
         args.target.device,
@@ -413,7 +503,22 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
         load_before.as_deref().unwrap_or("n/a"),
         load_average().as_deref().unwrap_or("n/a"),
     );
+    let mut costs = BTreeMap::new();
+    for front in rows.iter().filter_map(|r| r.front) {
+        if let std::collections::btree_map::Entry::Vacant(e) = costs.entry(front) {
+            e.insert(call_costs(dit, &loaded.device, front, 60)?);
+        }
+    }
     for r in &rows {
+        let estimate = match r.front.and_then(|f| costs.get(&f)) {
+            Some(c) => {
+                let computed = (r.calls - r.reused) as f64;
+                let cached = computed * c.computed + r.reused as f64 * c.reused;
+                let speedup = r.calls as f64 * c.plain / cached.max(f64::MIN_POSITIVE);
+                format!("{:.2}", speedup / r.ideal)
+            }
+            None => "1.00".into(),
+        };
         let kept = r
             .class_kept
             .map_or("n/a".to_string(), |k| format!("{:.0}%", k * 100.0));
@@ -422,7 +527,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
             (format!("{x:.2}x"), format!("{:.2}", x / r.ideal))
         });
         table.push_str(&format!(
-            "| {} | {} | `{}` | {}/{} | {:.2} | {cpu_s} | {:.2}x | {cpu_x} | {:.2}x | {:.2} | {cpu_ratio} | {} | {:.4} | {kept} |\n",
+            "| {} | {} | `{}` | {}/{} | {:.2} | {cpu_s} | {:.2}x | {cpu_x} | {:.2}x | {:.2} | {cpu_ratio} | {estimate} | {} | {:.4} | {kept} |\n",
             r.steps,
             r.name,
             r.signature,
@@ -442,7 +547,24 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
         );
     }
     let outside_ms = outside.0 / outside.1.max(1) as f64;
-    let overhead = overhead_table(dit, &loaded.device, 2, outside_ms)?;
+    let mut overhead = overhead_table(dit, &loaded.device, 2, outside_ms)?;
+    overhead.push_str(&format!(
+        "\nWhole calls, interleaved, median of 60 ({} blocks):\n\n\
+         | front blocks | plain call ms | computed call ms (overhead) | reused call ms | reused ÷ plain | blocks share |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+        dit.num_blocks()
+    ));
+    for (front, c) in &costs {
+        overhead.push_str(&format!(
+            "| {front} | {:.3} | {:.3} ({:+.1}%) | {:.3} | {:.3} | {:.3} |\n",
+            c.plain,
+            c.computed,
+            (c.computed / c.plain - 1.0) * 100.0,
+            c.reused,
+            c.reused / c.plain,
+            *front as f64 / dit.num_blocks().max(1) as f64,
+        ));
+    }
     let body = format!("{table}\n{overhead}");
     println!("{body}");
     if let Some(path) = &args.write {
