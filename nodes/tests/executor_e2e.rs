@@ -476,3 +476,31 @@ fn separate_cfg_keeps_a_cache_state_per_branch() {
         assert_eq!(order, ["cond", "uncond"], "step {}", step.index);
     }
 }
+
+#[test]
+fn a_cache_config_that_does_not_fit_the_run_is_a_sampler_error_naming_the_field() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let checkpoint = write_checkpoint(tmp.path());
+    let exec = spawn(&tmp.path().join("out"));
+    let mut wf = load_workflow(&workflows_dir().join("cache_scm.ron")).expect("example");
+    use_checkpoint(&mut wf, &checkpoint);
+    wf.set_param(NodeId(3), "steps", Value::Int(5));
+    let events = collect(&exec, exec.run(wf.clone()).expect("run"));
+    let errs = errors(&events);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, Some(NodeId(3)));
+    assert!(
+        errs[0].1.contains("scm_policy") && errs[0].1.contains("5"),
+        "{}",
+        errs[0].1
+    );
+    wf.set_param(NodeId(3), "steps", Value::Int(10));
+    wf.set_param(NodeId(2), "Fn_compute_blocks", Value::Int(7));
+    let events = collect(&exec, exec.run(wf).expect("run"));
+    let errs = errors(&events);
+    assert!(
+        errs[0].1.contains("Fn_compute_blocks") && errs[0].1.contains("6 blocks"),
+        "{}",
+        errs[0].1
+    );
+}
