@@ -44,7 +44,8 @@ pub struct Measured {
     pub speedup: f64,
     /// `speedup / ideal_speedup`: 1 means the cache costs nothing beyond the blocks it skips.
     pub efficiency: f64,
-    /// Of the cached image against the uncached one (8-bit RGB; infinite when identical).
+    /// Of the cached image against the uncached one (8-bit RGB; infinite, `null` in JSON, when
+    /// identical).
     pub psnr_db: f64,
     pub ssim: f64,
 }
