@@ -58,6 +58,9 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Times the DiT forward per step on a small and a DiT-XL/2-sized config.
     Bench(cli::bench::BenchArgs),
+    /// Benchmarks the step cache: speed (measured vs. ideal) and quality (PSNR, SSIM) of the
+    /// reference configs against uncached runs at 25 and 50 steps.
+    BenchCache(cli::bench_cache::BenchCacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Some(Command::Train(train)) => cli::train::run(&train),
         Some(Command::TrainClassifier(args)) => cli::eval::train_classifier_cmd(&args),
         Some(Command::Eval(args)) => cli::eval::eval_cmd(&args),
+        Some(Command::BenchCache(bench)) => cli::bench_cache::run(&bench),
         None => {
             println!(
                 "CacheDiT Studio {}\n\nThe node editor is not built yet; use the headless runner:\n  \

@@ -152,3 +152,100 @@ fn cuda_in_a_cpu_build_is_a_clear_error() {
     let err = run_failing_workflow(r#""device": "cuda:0""#);
     assert!(err.contains("--features cuda"), "{err}");
 }
+
+#[test]
+fn a_cached_run_prints_detailed_stats_and_writes_them_to_stats_json() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let workflow = repo().join("workflows/cache_fixed.ron");
+    let o = cachedit(
+        &["run", &workflow.display().to_string(), "--out", "o"],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("DetailedStats #5"), "{out}");
+    assert!(out.contains("Fixed_F4B0_W4K2_N0.001"), "{out}");
+    assert!(out.contains("blocks run 130 of 150"), "{out}");
+    assert!(out.contains("measured"), "{out}");
+    let stats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("o/stats.json")).expect("stats.json"),
+    )
+    .expect("stats parse");
+    let nodes = stats["nodes"].as_array().expect("nodes");
+    let sampler = nodes
+        .iter()
+        .find(|n| n["kind"] == "Sampler")
+        .expect("sampler");
+    let s = &sampler["stats"];
+    assert_eq!(s["calls"].as_array().map(Vec::len), Some(25));
+    assert_eq!(s["block_evaluations"], 130);
+    let summary = &s["summary"];
+    assert_eq!(summary["signature"], "Fixed_F4B0_W4K2_N0.001");
+    assert_eq!(summary["block_evaluations_uncached"], 150);
+    assert_eq!(
+        summary["branches"][0]["cached_steps"]
+            .as_array()
+            .map(Vec::len),
+        Some(10)
+    );
+    assert!(s["measured"]["speedup"].as_f64().is_some_and(|x| x > 0.0));
+    let detailed = nodes
+        .iter()
+        .find(|n| n["kind"] == "DetailedStats")
+        .expect("detailed stats");
+    assert!(detailed["summary"]
+        .as_str()
+        .is_some_and(|t| t.contains("hit rate")));
+    assert!(tmp
+        .path()
+        .join("o/cached_Fixed_F4B0_W4K2_N0.001_00001.png")
+        .is_file());
+}
+
+#[test]
+fn bench_cache_writes_its_section_and_keeps_the_others() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let md = tmp.path().join("B.md");
+    std::fs::write(
+        &md,
+        "# Benchmarks\n<!-- bench:dit-forward:start -->\nkept\n<!-- bench:dit-forward:end -->\n",
+    )
+    .expect("write");
+    let o = cachedit(
+        &[
+            "bench-cache",
+            "--model",
+            "random-tiny",
+            "--steps",
+            "4",
+            "--images",
+            "1",
+            "--repeats",
+            "1",
+            "--write",
+            "B.md",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let written = std::fs::read_to_string(&md).expect("read");
+    assert!(
+        written.contains("<!-- bench:dit-forward:start -->\nkept\n"),
+        "{written}"
+    );
+    assert!(
+        written.contains("<!-- bench:step-cache:start -->"),
+        "{written}"
+    );
+    for config in [
+        "uncached",
+        "fixed(2)",
+        "dynamic",
+        "adaptive F4B0 R0.12 W4",
+        "TaylorSeer O1",
+        "SCM medium dynamic",
+    ] {
+        assert!(written.contains(config), "{config}: {written}");
+    }
+    assert!(written.contains("relative-L1 indicator"), "{written}");
+}

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod graph;
 pub mod image;
 pub mod kinds;
+pub mod metrics;
 pub mod models;
 pub mod registry;
 pub mod rng;

@@ -95,6 +95,8 @@ pub struct ParamSpec {
     pub kind: ParamKind,
     pub default: Value,
     pub help: &'static str,
+    /// An expert knob: editors may collapse it (and show it on demand).
+    pub advanced: bool,
 }
 
 impl ParamSpec {
@@ -104,6 +106,7 @@ impl ParamSpec {
             kind: ParamKind::Int { min, max },
             default: Value::Int(default),
             help,
+            advanced: false,
         }
     }
 
@@ -113,6 +116,7 @@ impl ParamSpec {
             kind: ParamKind::Float { min, max },
             default: Value::Float(default),
             help,
+            advanced: false,
         }
     }
 
@@ -122,6 +126,7 @@ impl ParamSpec {
             kind: ParamKind::Bool,
             default: Value::Bool(default),
             help,
+            advanced: false,
         }
     }
 
@@ -131,6 +136,7 @@ impl ParamSpec {
             kind: ParamKind::Text,
             default: Value::Text(default.to_string()),
             help,
+            advanced: false,
         }
     }
 
@@ -145,7 +151,14 @@ impl ParamSpec {
             kind: ParamKind::Choice(options),
             default: Value::Text(default.to_string()),
             help,
+            advanced: false,
         }
+    }
+
+    /// Marks the param as an expert knob (collapsed by default in the editor).
+    pub fn advanced(mut self) -> Self {
+        self.advanced = true;
+        self
     }
 
     /// Checks a value against this spec; `Err` is a sentence saying what is wrong.
@@ -308,6 +321,10 @@ pub enum NodeError {
     Sampling(#[from] crate::sampling::SamplingError),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheConfigError),
+    #[error(transparent)]
+    Metric(#[from] crate::metrics::MetricError),
     #[error("{0}")]
     Io(String),
     #[error("{0}")]
@@ -338,6 +355,8 @@ impl Registry {
         registry.register(crate::kinds::load_model::LoadModel);
         registry.register(crate::kinds::sampler::Sampler);
         registry.register(crate::kinds::save_image::SaveImage);
+        registry.register(crate::kinds::cache_config::CacheDitConfig);
+        registry.register(crate::kinds::detailed_stats::DetailedStats);
         registry
     }
 

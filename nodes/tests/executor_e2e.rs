@@ -1,6 +1,9 @@
 //! End-to-end: every workflow in `workflows/` runs headless through the executor on a tiny
 //! checkpoint the test writes itself; plus node reuse, cancel, errors and PNG round trips.
 
+use cachedit_nodes::cache::{
+    schedule_preview, CallRecord, Decision, Planned, StepCacheConfig, Strategy,
+};
 use cachedit_nodes::exec::{Event, ExecConfig, Executor, RunId, RunOutcome};
 use cachedit_nodes::graph::document::{NodeId, PortRef, Value, Workflow};
 use cachedit_nodes::graph::ron_io::{load_workflow, parse_workflow};
@@ -8,7 +11,9 @@ use cachedit_nodes::image::png_io::{read_png, workflow_text_from_png};
 use cachedit_nodes::models::dit::{random, DiTConfig};
 use cachedit_nodes::models::loading::save_dit;
 use cachedit_nodes::registry::Registry;
+use cachedit_nodes::sampling::stats::SamplerStats;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn tiny_config() -> DiTConfig {
@@ -17,7 +22,8 @@ fn tiny_config() -> DiTConfig {
         attention_head_dim: 16,
         in_channels: 3,
         out_channels: Some(6),
-        num_layers: 2,
+        // As many blocks as random-tiny, so the step-cache examples' block partitions fit.
+        num_layers: 6,
         sample_size: 16,
         patch_size: 4,
         num_embeds_ada_norm: 10,
@@ -316,4 +322,185 @@ fn same_seed_same_image_different_seed_different_image() {
     }
     assert_eq!(pngs[0], pngs[1]);
     assert_ne!(pngs[0], pngs[2]);
+}
+
+/// The call records a sampler streamed with its step events.
+fn streamed_calls(events: &[Event], node: NodeId) -> Vec<CallRecord> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step { node: n, step, .. } if *n == node => Some(step.calls.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// The statistics a node sent.
+fn stats_of(events: &[Event], node: NodeId) -> Arc<SamplerStats> {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Stats { node: n, stats, .. } if *n == node => Some(stats.clone()),
+            _ => None,
+        })
+        .expect("stats event")
+}
+
+fn run_example(name: &str, tmp: &Path, checkpoint: &Path) -> (Workflow, Vec<Event>) {
+    let mut wf = load_workflow(&workflows_dir().join(name)).expect("example parses");
+    use_checkpoint(&mut wf, checkpoint);
+    let exec = spawn(&tmp.join(name));
+    let events = collect(&exec, exec.run(wf.clone()).expect("run"));
+    assert_eq!(
+        outcome(&events),
+        RunOutcome::Completed,
+        "{:?}",
+        errors(&events)
+    );
+    (wf, events)
+}
+
+#[test]
+fn cached_runs_execute_fewer_blocks_exactly_as_the_stats_say() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let checkpoint = write_checkpoint(tmp.path());
+    let blocks = tiny_config().num_layers;
+    let (sampler, detailed) = (NodeId(3), NodeId(5));
+    for name in [
+        "cache_fixed.ron",
+        "cache_dynamic.ron",
+        "cache_adaptive.ron",
+        "cache_taylorseer.ron",
+        "cache_scm.ron",
+    ] {
+        let (_, events) = run_example(name, tmp.path(), &checkpoint);
+        let calls = streamed_calls(&events, sampler);
+        let stats = stats_of(&events, sampler);
+        let summary = stats.summary.as_ref().expect("summary");
+        let run: usize = calls.iter().map(|c| c.blocks_run).sum();
+        assert_eq!(
+            stats.calls, calls,
+            "{name}: the stats hold the streamed records"
+        );
+        assert_eq!(stats.block_evaluations, run, "{name}");
+        assert_eq!(summary.block_evaluations, run, "{name}");
+        assert_eq!(
+            summary.block_evaluations_uncached,
+            calls.len() * blocks,
+            "{name}"
+        );
+        // The middle blocks a reuse skips: F1B0 (TaylorSeer example) or F4B0, of 6.
+        let skipped = if name == "cache_taylorseer.ron" { 5 } else { 2 };
+        for c in &calls {
+            let expected = match c.decision {
+                Decision::Computed => blocks,
+                Decision::Reused => blocks - skipped,
+            };
+            assert_eq!(c.blocks_run, expected, "{name}: {c:?}");
+        }
+        if name == "cache_fixed.ron" || name == "cache_dynamic.ron" {
+            assert!(run < calls.len() * blocks, "{name}: schedules reuse");
+        } else {
+            // Random weights move the residual too much to reuse at 0.12, but the indicator
+            // measured every post-warmup call that was not forced to compute.
+            let measured = calls.iter().filter(|c| c.diff.is_some()).count();
+            assert!(measured > 0, "{name}: diffs measured");
+        }
+        assert_eq!(
+            *stats_of(&events, detailed),
+            *stats,
+            "{name}: Detailed Stats shows the same"
+        );
+        let measured = stats.measured.as_ref().expect("baseline timed");
+        assert!(measured.baseline_ms > 0.0 && measured.cached_ms > 0.0);
+        let file = files(&events)[0].clone();
+        let file_name = file.file_name().and_then(|f| f.to_str()).unwrap_or("");
+        assert!(
+            file_name.starts_with(&format!("cached_{}_", summary.signature)),
+            "{file_name}"
+        );
+    }
+}
+
+/// Runs one example on a fresh checkpoint; the folder lives as long as the returned guard.
+fn run_fresh(name: &str) -> (tempfile::TempDir, Vec<Event>) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let checkpoint = write_checkpoint(tmp.path());
+    let (_, events) = run_example(name, tmp.path(), &checkpoint);
+    (tmp, events)
+}
+
+#[test]
+fn the_fixed_schedule_is_known_before_the_run_and_kept() {
+    let (_tmp, events) = run_fresh("cache_fixed.ron");
+    let calls = streamed_calls(&events, NodeId(3));
+    let config = StepCacheConfig {
+        strategy: Strategy::Fixed,
+        skip_interval: 2,
+        ..StepCacheConfig::studio_default()
+    };
+    let preview = schedule_preview(&config, 25).expect("preview");
+    let planned: Vec<usize> = (0..25)
+        .filter(|&s| matches!(preview.steps[s], Planned::Reuse(_)))
+        .collect();
+    let reused: Vec<usize> = calls
+        .iter()
+        .filter(|c| c.decision == Decision::Reused)
+        .map(|c| c.step)
+        .collect();
+    assert_eq!(reused, planned);
+    assert_eq!(reused, vec![5, 7, 9, 11, 13, 15, 17, 19, 21, 23]);
+    let run: usize = calls.iter().map(|c| c.blocks_run).sum();
+    assert_eq!(
+        run,
+        25 * 6 - 10 * 2,
+        "10 reused calls skip 2 middle blocks each"
+    );
+}
+
+#[test]
+fn separate_cfg_keeps_a_cache_state_per_branch() {
+    let (_tmp, events) = run_fresh("cache_taylorseer.ron");
+    let stats = stats_of(&events, NodeId(3));
+    assert_eq!(stats.cfg_mode, "separate");
+    assert_eq!(stats.transformer_calls, 50, "two calls per step");
+    let summary = stats.summary.as_ref().expect("summary");
+    let branches: Vec<&str> = summary.branches.iter().map(|b| b.branch.name()).collect();
+    assert_eq!(branches, ["cond", "uncond"]);
+    for step in events.iter().filter_map(|e| match e {
+        Event::Step { step, .. } => Some(step),
+        _ => None,
+    }) {
+        let order: Vec<&str> = step.calls.iter().map(|c| c.branch.name()).collect();
+        assert_eq!(order, ["cond", "uncond"], "step {}", step.index);
+    }
+}
+
+#[test]
+fn a_cache_config_that_does_not_fit_the_run_is_a_sampler_error_naming_the_field() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let checkpoint = write_checkpoint(tmp.path());
+    let exec = spawn(&tmp.path().join("out"));
+    let mut wf = load_workflow(&workflows_dir().join("cache_scm.ron")).expect("example");
+    use_checkpoint(&mut wf, &checkpoint);
+    wf.set_param(NodeId(3), "steps", Value::Int(5));
+    let events = collect(&exec, exec.run(wf.clone()).expect("run"));
+    let errs = errors(&events);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, Some(NodeId(3)));
+    assert!(
+        errs[0].1.contains("scm_policy") && errs[0].1.contains("5"),
+        "{}",
+        errs[0].1
+    );
+    wf.set_param(NodeId(3), "steps", Value::Int(10));
+    wf.set_param(NodeId(2), "Fn_compute_blocks", Value::Int(7));
+    let events = collect(&exec, exec.run(wf).expect("run"));
+    let errs = errors(&events);
+    assert!(
+        errs[0].1.contains("Fn_compute_blocks") && errs[0].1.contains("6 blocks"),
+        "{}",
+        errs[0].1
+    );
 }

@@ -4,7 +4,7 @@
 
 use cachedit_nodes::models::dit::DiT;
 use cachedit_nodes::models::loading::load_dit;
-use cachedit_nodes::sampling::denoise::{denoise, Flow, SampleSettings};
+use cachedit_nodes::sampling::denoise::{denoise, CfgMode, Flow, SampleSettings};
 use cachedit_nodes::sampling::hook::PlainForward;
 use cachedit_nodes::sampling::schedulers::Scheduler;
 use cachedit_nodes::sampling::schedulers::{ddim, dpm_solver, euler, table, SchedulerKind};
@@ -197,6 +197,16 @@ fn schedulers_replay_diffusers_model_outputs() {
 }
 
 fn check_sampling(model_dir: &str, fixture: &str, kind: SchedulerKind, guidance: f64) {
+    check_sampling_cfg(model_dir, fixture, kind, guidance, CfgMode::Batched);
+}
+
+fn check_sampling_cfg(
+    model_dir: &str,
+    fixture: &str,
+    kind: SchedulerKind,
+    guidance: f64,
+    cfg_mode: CfgMode,
+) {
     let dit = model(model_dir);
     let f = load(fixture);
     let labels: Vec<u32> = f["class_labels"]
@@ -209,6 +219,7 @@ fn check_sampling(model_dir: &str, fixture: &str, kind: SchedulerKind, guidance:
         seed: 0,
         steps,
         guidance,
+        cfg_mode,
         scheduler: kind,
         size: None,
     };
@@ -236,6 +247,18 @@ fn dpm_solver_sampling_with_cfg_matches_diffusers() {
         "sample_dpm_pixel.safetensors",
         SchedulerKind::DpmSolverMultistep,
         4.0,
+    );
+}
+
+#[test]
+fn separate_cfg_sampling_matches_diffusers_batched_cfg() {
+    // Two calls per step (conditional, then null class) instead of one batch of two.
+    check_sampling_cfg(
+        "dit_pixel",
+        "sample_dpm_pixel.safetensors",
+        SchedulerKind::DpmSolverMultistep,
+        4.0,
+        CfgMode::Separate,
     );
 }
 

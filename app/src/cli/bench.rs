@@ -19,13 +19,22 @@ pub struct BenchArgs {
     /// Timed forwards per config (after one warm-up).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub target: DeviceArgs,
     /// Replace the DiT-forward section of this markdown file with the results.
     #[arg(long)]
     pub write: Option<PathBuf>,
+}
+
+/// Where a benchmark runs.
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// auto, f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
 }
 
 struct BenchConfig {
@@ -75,7 +84,8 @@ struct Row {
     per_block_ms: f64,
 }
 
-fn machine() -> String {
+/// The CPU model and core count, for benchmark headers.
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -92,8 +102,8 @@ fn machine() -> String {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let device = DeviceSpec::parse(&args.device)?.open()?;
-    let dtype = parse_dtype(&args.dtype, &device)?;
+    let device = DeviceSpec::parse(&args.target.device)?.open()?;
+    let dtype = parse_dtype(&args.target.dtype, &device)?;
     let repeats = args.repeats.max(1);
     let mut rows = Vec::new();
     for name in &args.configs {
@@ -139,7 +149,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
          (conditional + null class), random weights; mean of {repeats} after a warm-up.\n\n\
          | config | params | tokens | ms/step (mean) | ms/step (min) | ms/block |\n\
          |---|---:|---:|---:|---:|---:|\n",
-        args.device,
+        args.target.device,
         machine()
     );
     for r in &rows {
@@ -154,24 +164,29 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "cargo run {}-p cachedit -- bench --configs {} --repeats {repeats} --device {} --write {}",
             if cfg!(debug_assertions) { "" } else { "--release " },
             args.configs.join(","),
-            args.device,
+            args.target.device,
             path.display()
         );
-        write_section(path, &format!("{table}\nReproduce: `{command}`\n"))?;
+        write_section(
+            path,
+            "dit-forward",
+            "DiT forward, per step",
+            &format!("{table}\nReproduce: `{command}`\n"),
+        )?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
 
-const START: &str = "<!-- bench:dit-forward:start -->";
-const END: &str = "<!-- bench:dit-forward:end -->";
-
-/// Replaces (or appends) the marked DiT-forward section, keeping the rest of the file.
-fn write_section(path: &PathBuf, body: &str) -> Result<()> {
+/// Replaces (or appends) the section between `<!-- bench:{marker}:start -->` and its end
+/// marker, keeping the rest of the file.
+pub fn write_section(path: &PathBuf, marker: &str, title: &str, body: &str) -> Result<()> {
+    let start = format!("<!-- bench:{marker}:start -->");
+    let end = format!("<!-- bench:{marker}:end -->");
     let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-    let section = format!("{START}\n## DiT forward, per step\n\n{body}{END}");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{section}{}", &old[..a], &old[b + END.len()..]),
+    let section = format!("{start}\n## {title}\n\n{body}{end}");
+    let new = match (old.find(&start), old.find(&end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
         _ => format!("{}\n{section}\n", old.trim_end()),
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))

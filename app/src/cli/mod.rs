@@ -1,6 +1,7 @@
 //! Subcommands of the `cachedit` CLI.
 
 pub mod bench;
+pub mod bench_cache;
 pub mod eval;
 pub mod run;
 pub mod stats;

@@ -1,6 +1,6 @@
 //! `cachedit run | validate | restore | models`: the headless runner over the shared executor.
 
-use super::stats::RunReport;
+use super::stats::{is_detailed_stats, RunReport};
 use anyhow::{bail, Context, Result};
 use cachedit_nodes::device::available_devices;
 use cachedit_nodes::exec::{Event, ExecConfig, Executor, RunOutcome};
@@ -126,6 +126,10 @@ pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
             }
             Event::FileWritten { path, .. } => {
                 bars.suspend(|| println!("wrote {}", path.display()));
+            }
+            Event::Stats { node, stats, .. } if is_detailed_stats(&wf, *node) => {
+                let text = stats.summary_text();
+                bars.suspend(|| println!("{}:\n{text}", wf.describe(*node)));
             }
             _ => {}
         }

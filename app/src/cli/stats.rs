@@ -2,6 +2,7 @@
 
 use cachedit_nodes::exec::{Event, RunOutcome};
 use cachedit_nodes::graph::document::{NodeId, Workflow};
+use cachedit_nodes::sampling::stats::SamplerStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,6 +27,12 @@ pub struct NodeReport {
     /// Per-step times (samplers only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepReport>,
+    /// A sampler's statistics: every transformer call and the step-cache summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<SamplerStats>,
+    /// What a Detailed Stats node showed (the text the CLI printed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -33,6 +40,11 @@ pub struct StepReport {
     pub index: usize,
     pub timestep: f64,
     pub ms: f64,
+}
+
+/// Whether `node` is a Detailed Stats node (its stats are printed, not stored twice).
+pub fn is_detailed_stats(wf: &Workflow, node: NodeId) -> bool {
+    wf.node(node).is_some_and(|n| n.kind == "DetailedStats")
 }
 
 impl RunReport {
@@ -81,6 +93,14 @@ impl RunReport {
                         timestep: step.timestep,
                         ms: step.ms,
                     });
+                }
+                Event::Stats { node, stats, .. } => {
+                    let n = Self::node(&mut by_id, wf, *node);
+                    if is_detailed_stats(wf, *node) {
+                        n.summary = Some(stats.summary_text());
+                    } else {
+                        n.stats = Some(SamplerStats::clone(stats));
+                    }
                 }
                 Event::FileWritten { path, .. } => report.files.push(path.clone()),
                 Event::NodeError { message, .. } => report.errors.push(message.clone()),

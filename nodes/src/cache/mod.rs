@@ -1,9 +1,24 @@
-//! The step cache: reuses transformer residuals across denoising steps.
+//! The step cache: reuses transformer residuals across denoising steps (cache-dit's DBCache,
+//! TaylorSeer and SCM, plus fixed and dynamic counter schedules), one concern per module.
 
+pub mod config;
+pub mod dbcache;
+pub mod indicator;
+pub mod noise;
+pub mod policy;
 pub mod record;
+pub mod schedule;
+pub mod scm;
+pub mod signature;
+pub mod summary;
+pub mod taylorseer;
 
+pub use config::{
+    CacheConfigError, DbCacheConfig, MaskPolicy, MaskSource, StepCacheConfig, StepsMask, Strategy,
+    TaylorIndexing, TaylorSeerConfig,
+};
+pub use dbcache::{check_run, StepCache};
 pub use record::{CallRecord, CfgBranch, Decision, Reason};
-
-/// Step-cache settings carried from a config node to a Sampler.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StepCacheConfig {}
+pub use schedule::{schedule_preview, Degenerate, Planned, SchedulePreview};
+pub use signature::NO_CACHE;
+pub use summary::{BranchSummary, CacheSummary, DiffStats};

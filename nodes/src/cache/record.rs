@@ -50,6 +50,8 @@ pub enum Reason {
     MaxContinuous,
     /// The accumulated residual diff passed its threshold (latched for the run).
     AccumulatedDiff,
+    /// `residual_diff_threshold` ≤ 0: the indicator never allows reuse.
+    ThresholdOff,
     /// Nothing stored yet to compare with or reuse.
     NoReference,
     /// The residual diff was at or above the threshold.
@@ -70,6 +72,7 @@ impl Reason {
             Reason::MaxCached => "max cached steps",
             Reason::MaxContinuous => "max continuous cached",
             Reason::AccumulatedDiff => "accumulated diff",
+            Reason::ThresholdOff => "threshold ≤ 0 (off)",
             Reason::NoReference => "no reference yet",
             Reason::DiffAbove => "diff ≥ threshold",
             Reason::DiffBelow => "diff < threshold",
@@ -94,7 +97,8 @@ pub struct CallRecord {
     pub branch: CfgBranch,
     pub decision: Decision,
     pub reason: Reason,
-    /// Relative-L1 residual diff measured on this call, when one was measured.
+    /// Relative-L1 residual diff measured on this call, when one was measured. Negative values
+    /// are cache-dit's sentinels: −1 = threshold ≥ 1 (always similar), −2 = shape changed.
     pub diff: Option<f64>,
     /// The threshold the diff was compared with, when a threshold rule applied.
     pub threshold: Option<f64>,

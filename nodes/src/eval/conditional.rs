@@ -5,7 +5,7 @@ use super::classifier::SceneClassifier;
 use crate::image::convert::image_from_tensor;
 use crate::image::RgbImage;
 use crate::models::dit::DiT;
-use crate::sampling::denoise::{denoise, initial_noise, Flow, SampleSettings};
+use crate::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
 use crate::sampling::hook::PlainForward;
 use crate::sampling::schedulers::SchedulerKind;
 use crate::sampling::SamplingError;
@@ -75,6 +75,7 @@ pub fn conditional_accuracy(
             guidance: check.guidance,
             scheduler: check.scheduler,
             size: None,
+            cfg_mode: CfgMode::Batched,
         };
         let noise = initial_noise(model, &settings, model.device())?;
         let result = denoise(

@@ -3,9 +3,11 @@
 use super::events::{Event, RunId, StepProgress};
 use crate::graph::document::NodeId;
 use crate::registry::NodeError;
+use crate::sampling::stats::SamplerStats;
 use crossbeam_channel::Sender;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub struct NodeContext<'a> {
     pub run_id: RunId,
@@ -29,6 +31,14 @@ impl NodeContext<'_> {
             run_id: self.run_id,
             node: self.node,
             step,
+        });
+    }
+
+    pub fn stats(&self, stats: Arc<SamplerStats>) {
+        self.emit(Event::Stats {
+            run_id: self.run_id,
+            node: self.node,
+            stats,
         });
     }
 

@@ -58,6 +58,13 @@ impl Data {
         }
     }
 
+    pub fn as_run_stats(&self, port: &str) -> Result<&Arc<SamplerStats>, NodeError> {
+        match self {
+            Data::RunStats(s) => Ok(s),
+            other => Err(other.mismatch(port, PortType::RunStats)),
+        }
+    }
+
     pub fn as_image(&self, port: &str) -> Result<&Arc<RgbImage>, NodeError> {
         match self {
             Data::Image(i) => Ok(i),

@@ -2,7 +2,9 @@
 
 use crate::cache::CallRecord;
 use crate::graph::document::NodeId;
+use crate::sampling::stats::SamplerStats;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Identifies one run; events of older runs can be told apart and dropped.
 pub type RunId = u64;
@@ -52,6 +54,13 @@ pub enum Event {
         node: NodeId,
         step: StepProgress,
     },
+    /// A sampler's statistics for the run it just finished (sent by the Sampler, and again by
+    /// each Detailed Stats node showing them).
+    Stats {
+        run_id: RunId,
+        node: NodeId,
+        stats: Arc<SamplerStats>,
+    },
     /// A node wrote a file (e.g. Save Image).
     FileWritten {
         run_id: RunId,
@@ -78,6 +87,7 @@ impl Event {
             | Event::NodeStarted { run_id, .. }
             | Event::NodeFinished { run_id, .. }
             | Event::Step { run_id, .. }
+            | Event::Stats { run_id, .. }
             | Event::FileWritten { run_id, .. }
             | Event::NodeError { run_id, .. }
             | Event::RunFinished { run_id, .. } => *run_id,

@@ -1,17 +1,25 @@
 //! Sampler: runs the denoise loop (seeded noise, classifier-free guidance, scheduler) on a
-//! model, every transformer call through the step-cache hook, and reports each step.
+//! model, every transformer call through the step cache (or the plain forward), reports each
+//! step with its call records, and can time an uncached run of the same settings.
 
+use crate::cache::{check_run, CacheSummary, StepCache, NO_CACHE};
 use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
 use crate::image::convert::image_from_tensor;
+use crate::image::RgbImage;
+use crate::metrics::{psnr, ssim};
+use crate::models::dit::DiT;
 use crate::registry::{
     Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
 };
-use crate::sampling::denoise::{denoise, initial_noise, Flow, SampleSettings};
-use crate::sampling::hook::PlainForward;
+use crate::sampling::denoise::{
+    denoise, initial_noise, CfgMode, Flow, SampleResult, SampleSettings,
+};
+use crate::sampling::hook::{PlainForward, TransformerHook};
 use crate::sampling::schedulers::SchedulerKind;
-use crate::sampling::stats::{SamplerStats, StepStat};
+use crate::sampling::stats::{Measured, SamplerStats, StepStat};
 use crate::sampling::SamplingError;
+use candle_core::{DType, Tensor};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,6 +70,19 @@ impl NodeKind for Sampler {
                     SchedulerKind::NAMES,
                     "dpm++2m (DPM-Solver++ 2M), ddim or euler, as in diffusers",
                 ),
+                ParamSpec::choice(
+                    "cfg_mode",
+                    CfgMode::Batched.name(),
+                    CfgMode::NAMES,
+                    "batched: conditional + null class in one call (DiTPipeline); separate: \
+                     two calls per step, each with its own step-cache state",
+                ),
+                ParamSpec::boolean(
+                    "baseline",
+                    false,
+                    "with a step cache: also run uncached (same settings) to measure the real \
+                     speedup and the quality loss (PSNR, SSIM); doubles the run time",
+                ),
             ],
         }
     }
@@ -73,9 +94,10 @@ impl NodeKind for Sampler {
         params: &Params,
     ) -> Result<Outputs, NodeError> {
         let model = inputs.require("model")?.as_model("model")?.clone();
-        if let Some(cache) = inputs.get("cache") {
-            cache.as_cache_config("cache")?;
-        }
+        let cache = match inputs.get("cache") {
+            Some(c) => Some(c.as_cache_config("cache")?.clone()),
+            None => None,
+        };
         let scheduler_name = params.text("scheduler")?;
         let scheduler = SchedulerKind::parse(scheduler_name).ok_or_else(|| {
             NodeError::Param(
@@ -83,48 +105,140 @@ impl NodeKind for Sampler {
                 format!("unknown scheduler {scheduler_name:?}"),
             )
         })?;
+        let cfg_name = params.text("cfg_mode")?;
+        let cfg_mode = CfgMode::parse(cfg_name).ok_or_else(|| {
+            NodeError::Param("cfg_mode".into(), format!("unknown mode {cfg_name:?}"))
+        })?;
         let settings = SampleSettings {
             class_labels: vec![params.int("class_label")? as u32],
             seed: params.int("seed")? as u64,
             steps: params.int("steps")? as usize,
             guidance: params.float("guidance")?,
+            cfg_mode,
             scheduler,
             size: None,
         };
+        if let Some(c) = &cache {
+            check_run(c, model.dit.num_blocks(), settings.steps)?;
+        }
         let started = Instant::now();
         let noise = initial_noise(&model.dit, &settings, &model.device)?;
-        let mut hook = PlainForward::default();
-        let result = denoise(&model.dit, &settings, &noise, &mut hook, &mut |progress| {
-            ctx.step(progress.clone());
-            if ctx.is_cancelled() {
-                Flow::Stop
-            } else {
-                Flow::Continue
+
+        // The uncached twin runs first, silently, after one warm-up forward so that neither
+        // run pays the first-call costs (allocations, kernel loading) alone.
+        let baseline = match (&cache, params.boolean("baseline")?) {
+            (Some(_), true) => {
+                warm_up(&model.dit, &settings, &noise)?;
+                let mut plain = PlainForward::default();
+                let result = denoise(&model.dit, &settings, &noise, &mut plain, &mut |_| {
+                    flow(ctx)
+                });
+                Some(sampled(result)?)
             }
-        });
-        let result = match result {
-            Err(SamplingError::Cancelled) => return Err(NodeError::Cancelled),
-            other => other?,
+            _ => None,
         };
-        let image = image_from_tensor(&result.sample)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| NodeError::Other("the sampler produced no image".into()))?;
-        let calls = result.steps.len();
-        let stats = SamplerStats {
+
+        let mut hook: Box<dyn TransformerHook> = match &cache {
+            Some(c) => Box::new(StepCache::new(c.clone())),
+            None => Box::new(PlainForward::default()),
+        };
+        let mut calls = Vec::new();
+        let result = denoise(
+            &model.dit,
+            &settings,
+            &noise,
+            hook.as_mut(),
+            &mut |progress| {
+                calls.extend(progress.calls.iter().cloned());
+                ctx.step(progress.clone());
+                flow(ctx)
+            },
+        );
+        let (result, image) = sampled(result)?;
+        let signature = cache
+            .as_ref()
+            .map_or(NO_CACHE.to_string(), |c| c.signature());
+        let summary = CacheSummary::from_records(&signature, &calls, hook.peak_bytes());
+        let denoise_ms = loop_ms(&result);
+        let measured = match baseline {
+            Some((base, base_image)) => {
+                let baseline_ms = loop_ms(&base);
+                let speedup = baseline_ms / denoise_ms.max(f64::MIN_POSITIVE);
+                Some(Measured {
+                    baseline_ms,
+                    cached_ms: denoise_ms,
+                    speedup,
+                    efficiency: speedup / summary.ideal_speedup,
+                    psnr_db: psnr(&base_image, &image)?,
+                    ssim: ssim(&base_image, &image)?,
+                })
+            }
+            None => None,
+        };
+        let stats = Arc::new(SamplerStats {
             model: model.name.clone(),
             scheduler: scheduler.name().to_string(),
             seed: settings.seed,
             class_labels: settings.class_labels.clone(),
             guidance: settings.guidance,
-            transformer_calls: calls,
-            block_evaluations: calls * model.dit.num_blocks(),
+            cfg_mode: cfg_mode.name().to_string(),
+            transformer_calls: calls.len(),
+            block_evaluations: summary.block_evaluations,
             total_ms: started.elapsed().as_secs_f64() * 1e3,
+            denoise_ms,
             steps: result.steps.iter().map(StepStat::from).collect(),
-        };
+            calls,
+            summary: Some(summary),
+            measured,
+        });
+        ctx.stats(stats.clone());
         Ok(Outputs::from([
             ("image".to_string(), Data::Image(Arc::new(image))),
-            ("stats".to_string(), Data::RunStats(Arc::new(stats))),
+            ("stats".to_string(), Data::RunStats(stats)),
         ]))
     }
+}
+
+fn flow(ctx: &NodeContext) -> Flow {
+    if ctx.is_cancelled() {
+        Flow::Stop
+    } else {
+        Flow::Continue
+    }
+}
+
+/// One uncached forward on a batch of the run's largest shape.
+fn warm_up(dit: &DiT, settings: &SampleSettings, noise: &Tensor) -> Result<(), NodeError> {
+    let warm = |source| {
+        NodeError::Sampling(SamplingError::Candle {
+            context: "warm-up forward",
+            source,
+        })
+    };
+    let batch = 2 * settings.class_labels.len();
+    let x = Tensor::cat(&[noise, noise], 0).map_err(warm)?;
+    let t = Tensor::full(500f32, batch, noise.device()).map_err(warm)?;
+    let labels = Tensor::zeros(batch, DType::U32, noise.device()).map_err(warm)?;
+    dit.forward(&x, &t, &labels).map_err(warm)?;
+    dit.device().synchronize().map_err(warm)
+}
+
+/// Denoise-loop wall time: the sum of the steps.
+fn loop_ms(result: &SampleResult) -> f64 {
+    result.steps.iter().map(|s| s.ms).sum()
+}
+
+/// The sampled result and its image; a cancel becomes the node's cancel.
+fn sampled(
+    result: Result<SampleResult, SamplingError>,
+) -> Result<(SampleResult, RgbImage), NodeError> {
+    let result = match result {
+        Err(SamplingError::Cancelled) => return Err(NodeError::Cancelled),
+        other => other?,
+    };
+    let image = image_from_tensor(&result.sample)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| NodeError::Other("the sampler produced no image".into()))?;
+    Ok((result, image))
 }

@@ -1,5 +1,6 @@
 //! Save Image: writes a PNG into the output folder with the workflow embedded, so the file
-//! alone restores the workflow.
+//! alone restores the workflow; with a sampler's stats linked, the step-cache signature names
+//! the file.
 
 use crate::exec::context::NodeContext;
 use crate::image::png_io::{write_png_atomic, WORKFLOW_KEY};
@@ -9,6 +10,9 @@ use crate::registry::{
 use std::path::{Path, PathBuf};
 
 pub struct SaveImage;
+
+/// PNG text key holding the step-cache signature of the run that made the image.
+pub const SIGNATURE_KEY: &str = "cachedit:cache";
 
 /// `<dir>/<prefix>_00001.png`, the first number not taken yet (ComfyUI's naming).
 fn next_free_path(dir: &Path, prefix: &str) -> PathBuf {
@@ -40,11 +44,14 @@ impl NodeKind for SaveImage {
             title: "Save Image",
             category: "output",
             help: "Saves the image as PNG in the output folder, with the workflow embedded.",
-            inputs: vec![PortSpec::required(
-                "image",
-                PortType::Image,
-                "image to save",
-            )],
+            inputs: vec![
+                PortSpec::required("image", PortType::Image, "image to save"),
+                PortSpec::optional(
+                    "stats",
+                    PortType::RunStats,
+                    "the sampler's stats: its step-cache signature goes into the file name",
+                ),
+            ],
             outputs: vec![],
             params: vec![ParamSpec::text(
                 "filename_prefix",
@@ -63,10 +70,27 @@ impl NodeKind for SaveImage {
         let image = inputs.require("image")?.as_image("image")?;
         let prefix = params.text("filename_prefix")?;
         check_prefix(prefix)?;
+        let signature = match inputs.get("stats") {
+            Some(stats) => stats
+                .as_run_stats("stats")?
+                .summary
+                .as_ref()
+                .map(|s| s.signature.clone()),
+            None => None,
+        };
+        let name = match &signature {
+            Some(sig) => format!("{prefix}_{sig}"),
+            None => prefix.to_string(),
+        };
+        check_prefix(&name)?;
         std::fs::create_dir_all(ctx.output_dir)
             .map_err(|e| NodeError::Io(format!("{}: {e}", ctx.output_dir.display())))?;
-        let path = next_free_path(ctx.output_dir, prefix);
-        write_png_atomic(&path, image, &[(WORKFLOW_KEY, ctx.workflow_ron)])?;
+        let path = next_free_path(ctx.output_dir, &name);
+        let mut chunks = vec![(WORKFLOW_KEY, ctx.workflow_ron)];
+        if let Some(sig) = &signature {
+            chunks.push((SIGNATURE_KEY, sig.as_str()));
+        }
+        write_png_atomic(&path, image, &chunks)?;
         ctx.file_written(&path);
         Ok(Outputs::new())
     }

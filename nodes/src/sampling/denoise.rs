@@ -1,14 +1,45 @@
-//! The denoise loop: seeded noise, classifier-free guidance as diffusers' `DiTPipeline` does it,
-//! the learned-sigma split, the scheduler update, and one hook around every transformer call.
+//! The denoise loop: seeded noise, classifier-free guidance as diffusers' `DiTPipeline` does it
+//! (batched) or as two calls per step (separate), the learned-sigma split, the scheduler
+//! update, and one hook around every transformer call.
 
 use super::hook::{CallInfo, TransformerHook};
 use super::schedulers::SchedulerKind;
 use super::SamplingError;
+use crate::cache::CfgBranch;
 use crate::exec::events::StepProgress;
 use crate::models::dit::DiT;
 use crate::rng::Rng;
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
+
+/// How classifier-free guidance calls the transformer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CfgMode {
+    /// One call per step on a batch of conditional + null-class inputs (DiTPipeline).
+    #[default]
+    Batched,
+    /// Two calls per step, conditional then unconditional, each its own step-cache branch.
+    Separate,
+}
+
+impl CfgMode {
+    pub const NAMES: &'static [&'static str] = &["batched", "separate"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "batched" => Some(CfgMode::Batched),
+            "separate" => Some(CfgMode::Separate),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CfgMode::Batched => "batched",
+            CfgMode::Separate => "separate",
+        }
+    }
+}
 
 /// What to sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +50,8 @@ pub struct SampleSettings {
     pub steps: usize,
     /// Classifier-free guidance scale; guidance runs only when it is above 1 (as DiTPipeline).
     pub guidance: f64,
+    /// How guidance runs (ignored when guidance is off).
+    pub cfg_mode: CfgMode,
     pub scheduler: SchedulerKind,
     /// Output size (height, width) in model pixels/latents; `None` = the model's sample size.
     pub size: Option<(usize, usize)>,
@@ -126,13 +159,22 @@ pub fn denoise(
     let timesteps = scheduler.timesteps().to_vec();
     let total = timesteps.len();
 
-    // Conditional half first, then the null class (index = num_classes), as DiTPipeline.
-    let mut labels: Vec<u32> = settings.class_labels.clone();
-    if use_cfg {
-        labels.extend(std::iter::repeat_n(cfg.num_classes() as u32, batch));
-    }
-    let model_batch = labels.len();
-    let labels = Tensor::from_vec(labels, model_batch, &device).map_err(candle("labels"))?;
+    let null_class = cfg.num_classes() as u32;
+    let tensor = |labels: Vec<u32>| {
+        let n = labels.len();
+        Tensor::from_vec(labels, n, &device).map_err(candle("labels"))
+    };
+    let cond_labels = tensor(settings.class_labels.clone())?;
+    let null_labels = tensor(vec![null_class; batch])?;
+    // Batched: conditional half first, then the null class, as DiTPipeline.
+    let batched_labels = if use_cfg {
+        let mut both = settings.class_labels.clone();
+        both.extend(std::iter::repeat_n(null_class, batch));
+        tensor(both)?
+    } else {
+        cond_labels.clone()
+    };
+    let separate = use_cfg && settings.cfg_mode == CfgMode::Separate;
 
     let mut x = (noise.to_dtype(DType::F32).map_err(candle("noise"))?
         * scheduler.init_noise_sigma())
@@ -141,38 +183,53 @@ pub fn denoise(
     let mut records = Vec::with_capacity(total);
     for (i, &t) in timesteps.iter().enumerate() {
         let started = Instant::now();
-        let model_in = if use_cfg {
-            Tensor::cat(&[&x, &x], 0).map_err(candle("CFG batch"))?
-        } else {
-            x.clone()
-        };
-        let model_in = scheduler
-            .scale_model_input(&model_in, i)
-            .map_err(candle("scale_model_input"))?;
-        let t_batch = Tensor::full(t as f32, model_batch, &device).map_err(candle("timesteps"))?;
-        let info = CallInfo {
+        let info = |branch| CallInfo {
             step_index: i,
             total_steps: total,
             timestep: t,
-            batched_cfg: use_cfg,
+            batched_cfg: use_cfg && !separate,
+            branch,
         };
-        let out = hook
-            .call(model, &info, &model_in, &t_batch, &labels)
-            .map_err(candle("transformer call"))?
-            .to_dtype(DType::F32)
-            .map_err(candle("model output"))?;
-        // Learned sigma: guidance and the scheduler use only the first `channels` (the noise).
-        let eps = out
-            .narrow(1, 0, channels)
-            .map_err(candle("learned-sigma split"))?;
-        let eps = if use_cfg {
+        // One transformer call; returns the noise prediction (learned-sigma channels dropped).
+        let mut call = |x_in: &Tensor, labels: &Tensor, branch| {
+            let n = labels.dims1().map_err(candle("labels"))?;
+            let t_batch = Tensor::full(t as f32, n, &device).map_err(candle("timesteps"))?;
+            hook.call(model, &info(branch), x_in, &t_batch, labels)
+                .map_err(candle("transformer call"))?
+                .to_dtype(DType::F32)
+                .map_err(candle("model output"))?
+                .narrow(1, 0, channels)
+                .map_err(candle("learned-sigma split"))
+        };
+        let (cond, uncond) = if separate {
+            let x_in = scheduler
+                .scale_model_input(&x, i)
+                .map_err(candle("scale_model_input"))?;
+            let cond = call(&x_in, &cond_labels, CfgBranch::Cond)?;
+            let uncond = call(&x_in, &null_labels, CfgBranch::Uncond)?;
+            (cond, Some(uncond))
+        } else if use_cfg {
+            let model_in = Tensor::cat(&[&x, &x], 0).map_err(candle("CFG batch"))?;
+            let model_in = scheduler
+                .scale_model_input(&model_in, i)
+                .map_err(candle("scale_model_input"))?;
+            let eps = call(&model_in, &batched_labels, CfgBranch::Batched)?;
             let cond = eps.narrow(0, 0, batch).map_err(candle("CFG split"))?;
             let uncond = eps.narrow(0, batch, batch).map_err(candle("CFG split"))?;
-            let delta = ((cond - &uncond).map_err(candle("guidance"))? * settings.guidance)
-                .map_err(candle("guidance"))?;
-            (uncond + delta).map_err(candle("guidance"))?
+            (cond, Some(uncond))
         } else {
-            eps
+            let x_in = scheduler
+                .scale_model_input(&x, i)
+                .map_err(candle("scale_model_input"))?;
+            (call(&x_in, &batched_labels, CfgBranch::Batched)?, None)
+        };
+        let eps = match uncond {
+            Some(uncond) => {
+                let delta = ((cond - &uncond).map_err(candle("guidance"))? * settings.guidance)
+                    .map_err(candle("guidance"))?;
+                (uncond + delta).map_err(candle("guidance"))?
+            }
+            None => cond,
         };
         x = scheduler
             .step(&eps, i, &x)

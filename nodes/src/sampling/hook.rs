@@ -1,4 +1,5 @@
-//! The one hook every transformer call goes through; the step cache will own it.
+//! The one hook every transformer call goes through: the plain forward, or the step cache
+//! (`cache::StepCache`).
 
 use crate::cache::{CallRecord, CfgBranch};
 use crate::models::dit::DiT;
@@ -13,6 +14,8 @@ pub struct CallInfo {
     pub timestep: f64,
     /// True when the batch holds the conditional half then the unconditional (null-class) half.
     pub batched_cfg: bool,
+    /// The guidance branch this call serves (separate CFG makes two calls per step).
+    pub branch: CfgBranch,
 }
 
 /// Runs (or skips parts of) the transformer for one call.
@@ -32,6 +35,11 @@ pub trait TransformerHook {
     /// The records of the calls made since the last drain (the denoise loop drains once per
     /// step and reports them with the step).
     fn drain_records(&mut self) -> Vec<CallRecord>;
+
+    /// The most bytes of tensors the hook held between calls during the current run.
+    fn peak_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// The uncached path: every block, every call.
@@ -58,7 +66,7 @@ impl TransformerHook for PlainForward {
         model.device().synchronize()?;
         self.records.push(CallRecord::uncached(
             info.step_index,
-            CfgBranch::Batched,
+            info.branch,
             model.num_blocks(),
             started.elapsed().as_secs_f64() * 1e3,
         ));

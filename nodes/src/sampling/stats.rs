@@ -1,7 +1,10 @@
-//! Per-run sampler statistics: what the Sampler node reports and the CLI writes to stats.json.
+//! Per-run sampler statistics: what the Sampler node reports (every transformer call and the
+//! step-cache summary), what Detailed Stats prints and the CLI writes to stats.json.
 
 use super::denoise::StepRecord;
+use crate::cache::{CacheSummary, CallRecord};
 use serde::Serialize;
+use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SamplerStats {
@@ -10,12 +13,41 @@ pub struct SamplerStats {
     pub seed: u64,
     pub class_labels: Vec<u32>,
     pub guidance: f64,
-    /// Transformer calls made (one per step; a CFG batch counts once).
+    /// `batched` or `separate` (two calls per step).
+    pub cfg_mode: String,
+    /// Transformer calls made (a CFG batch counts once; separate CFG makes two per step).
     pub transformer_calls: usize,
-    /// Block evaluations run (calls × blocks when nothing is skipped).
+    /// Block evaluations run.
     pub block_evaluations: usize,
+    /// Wall time of the whole node run (noise, sampling, image), in ms.
     pub total_ms: f64,
+    /// Wall time of the denoise loop (the sum of the steps), in ms.
+    pub denoise_ms: f64,
     pub steps: Vec<StepStat>,
+    /// Every transformer call with the step cache's decision.
+    pub calls: Vec<CallRecord>,
+    /// The step-cache summary (signature `NoCache` without a cache).
+    pub summary: Option<CacheSummary>,
+    /// The uncached run of the same settings, when the Sampler was asked to time one.
+    pub measured: Option<Measured>,
+}
+
+/// Speed and quality against an uncached run of the same settings, measured in the same
+/// node run (never an assumed number).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measured {
+    /// Denoise-loop wall time of the uncached run, in ms.
+    pub baseline_ms: f64,
+    /// Denoise-loop wall time of the cached run, in ms.
+    pub cached_ms: f64,
+    /// `baseline_ms / cached_ms`.
+    pub speedup: f64,
+    /// `speedup / ideal_speedup`: 1 means the cache costs nothing beyond the blocks it skips.
+    pub efficiency: f64,
+    /// Of the cached image against the uncached one (8-bit RGB; infinite, `null` in JSON, when
+    /// identical).
+    pub psnr_db: f64,
+    pub ssim: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,5 +64,90 @@ impl From<&StepRecord> for StepStat {
             timestep: r.timestep,
             ms: r.ms,
         }
+    }
+}
+
+fn kib(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+impl SamplerStats {
+    /// The human-readable summary (Detailed Stats; the CLI prints it), in cache-dit's table
+    /// style: cached steps and diff percentiles per branch, then blocks, speed and memory.
+    pub fn summary_text(&self) -> String {
+        let mut out = String::new();
+        let signature = self
+            .summary
+            .as_ref()
+            .map_or(crate::cache::NO_CACHE, |s| s.signature.as_str());
+        let _ = writeln!(
+            out,
+            "{signature} | {} | {} steps | cfg {} | seed {}",
+            self.model,
+            self.steps.len(),
+            self.cfg_mode,
+            self.seed
+        );
+        let Some(s) = &self.summary else {
+            return out;
+        };
+        let _ = writeln!(
+            out,
+            "| branch | calls | cached | hit rate | diff min | P25 | P50 | P75 | P95 | max |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for b in &s.branches {
+            let diffs = match &b.diffs {
+                Some(d) => format!(
+                    "{:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3}",
+                    d.min, d.p25, d.p50, d.p75, d.p95, d.max
+                ),
+                None => "– | – | – | – | – | –".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0}% | {diffs} |",
+                b.branch.name(),
+                b.calls,
+                b.cached_steps.len(),
+                b.hit_rate * 100.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "blocks run {} of {} (ideal speedup {:.2}x); cache held {}; denoise {:.1} ms",
+            s.block_evaluations,
+            s.block_evaluations_uncached,
+            s.ideal_speedup,
+            kib(s.cache_bytes),
+            self.denoise_ms
+        );
+        match &self.measured {
+            Some(m) => {
+                let _ = writeln!(
+                    out,
+                    "measured {:.2}x vs uncached ({:.1} → {:.1} ms, {:.0}% of ideal); \
+                     PSNR {:.2} dB, SSIM {:.4}",
+                    m.speedup,
+                    m.baseline_ms,
+                    m.cached_ms,
+                    m.efficiency * 100.0,
+                    m.psnr_db,
+                    m.ssim
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "measured speedup: not timed (set the Sampler's `baseline` to time an \
+                     uncached run)"
+                );
+            }
+        }
+        out
     }
 }

@@ -1,0 +1,595 @@
+//! `cachedit bench-cache`: the step cache on a model at 25 and 50 steps, uncached and with the
+//! reference configs; wall time, measured vs. ideal speedup, PSNR/SSIM against the uncached
+//! image, the classifier's "class kept" rate, and where the cache's overhead goes.
+
+use super::bench::{machine, write_section, DeviceArgs};
+use anyhow::{bail, Context, Result};
+use cachedit_nodes::cache::indicator::rel_l1;
+use cachedit_nodes::cache::noise::ReuseNoise;
+use cachedit_nodes::cache::scm::ScmPreset;
+use cachedit_nodes::cache::{
+    CallRecord, CfgBranch, MaskPolicy, MaskSource, StepCache, StepCacheConfig, StepsMask, Strategy,
+    TaylorIndexing, TaylorSeerConfig,
+};
+use cachedit_nodes::image::convert::image_from_tensor;
+use cachedit_nodes::image::RgbImage;
+use cachedit_nodes::metrics::{psnr, ssim};
+use cachedit_nodes::models::builtin::load_model;
+use cachedit_nodes::models::dit::DiT;
+use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
+use cachedit_nodes::sampling::hook::{CallInfo, PlainForward, TransformerHook};
+use cachedit_nodes::sampling::schedulers::SchedulerKind;
+use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchCacheArgs {
+    /// Model: a built-in name or a checkpoint folder.
+    #[arg(long, default_value = "scenes-dit")]
+    pub model: String,
+    /// Step counts to run (comma-separated).
+    #[arg(long, default_value = "25,50", value_delimiter = ',')]
+    pub steps: Vec<usize>,
+    /// Images per config: image i has class i mod classes and seed i.
+    #[arg(long, default_value_t = 10)]
+    pub images: usize,
+    /// Timed repeats of every run (interleaved across configs); the fastest counts.
+    #[arg(long, default_value_t = 2)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 4.0)]
+    pub guidance: f64,
+    #[command(flatten)]
+    pub target: DeviceArgs,
+    /// Replace the step-cache section of this markdown file with the results.
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+}
+
+/// Predicts the class of a generated image: fills the "class kept" column. The quality
+/// classifier (`cachedit_nodes::eval::classifier`) plugs in here; a build without one leaves
+/// the column empty rather than guessing.
+type Classifier = dyn Fn(&RgbImage) -> Result<u32>;
+
+fn classifier() -> Option<Box<Classifier>> {
+    None
+}
+
+/// The reference configs of issue 4, on the studio defaults (reuse noise 0.001 included).
+fn configs() -> Vec<(&'static str, Option<StepCacheConfig>)> {
+    let studio = StepCacheConfig::studio_default;
+    vec![
+        ("uncached", None),
+        (
+            "fixed(2)",
+            Some(StepCacheConfig {
+                strategy: Strategy::Fixed,
+                skip_interval: 2,
+                ..studio()
+            }),
+        ),
+        (
+            "dynamic",
+            Some(StepCacheConfig {
+                strategy: Strategy::Dynamic,
+                ..studio()
+            }),
+        ),
+        ("adaptive F4B0 R0.12 W4", Some(studio())),
+        ("F1B0 R0.12 + TaylorSeer O1", {
+            let mut c = studio();
+            c.db.fn_compute_blocks = 1;
+            c.taylorseer = Some(TaylorSeerConfig {
+                order: 1,
+                indexing: TaylorIndexing::CacheDit,
+            });
+            Some(c)
+        }),
+        ("SCM medium dynamic", {
+            let mut c = studio();
+            c.db.steps_mask = Some(StepsMask {
+                source: MaskSource::Preset(ScmPreset::Medium),
+                policy: MaskPolicy::Dynamic,
+            });
+            Some(c)
+        }),
+    ]
+}
+
+/// One image's run.
+struct Run {
+    ms: f64,
+    /// CPU time of the process (all threads) over the run, when the OS reports it.
+    cpu_ms: Option<f64>,
+    /// Time of the steps outside the transformer calls (guidance, scheduler, CFG batch).
+    outside_ms: f64,
+    image: RgbImage,
+    calls: Vec<CallRecord>,
+}
+
+fn run_once(
+    dit: &DiT,
+    settings: &SampleSettings,
+    noise: &Tensor,
+    config: Option<&StepCacheConfig>,
+) -> Result<Run> {
+    let mut hook: Box<dyn TransformerHook> = match config {
+        Some(c) => Box::new(StepCache::new(Arc::new(c.clone()))),
+        None => Box::new(PlainForward::default()),
+    };
+    let mut calls = Vec::new();
+    let mut outside_ms = 0.0;
+    let cpu_start = cpu_ms();
+    let started = Instant::now();
+    let out = denoise(dit, settings, noise, hook.as_mut(), &mut |p| {
+        outside_ms += p.ms - p.calls.iter().map(|c| c.ms).sum::<f64>();
+        calls.extend(p.calls.iter().cloned());
+        Flow::Continue
+    })?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let cpu_ms = cpu_ms().zip(cpu_start).map(|(end, start)| end - start);
+    let image = image_from_tensor(&out.sample)?
+        .into_iter()
+        .next()
+        .context("no image")?;
+    Ok(Run {
+        ms,
+        cpu_ms,
+        outside_ms,
+        image,
+        calls,
+    })
+}
+
+/// User + system CPU time of this process, all threads (Linux `/proc/self/stat`, in clock
+/// ticks of 10 ms). On a shared CPU it tracks the work done where wall time tracks the load.
+fn cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // Fields 14 and 15 of proc(5), counted after the command name.
+    Some((ticks(11)? + ticks(12)?) * 10.0)
+}
+
+/// The 1-minute load average (Linux), to say how busy the machine was.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_string)
+}
+
+/// One table row: a config at one step count, over all images.
+struct Row {
+    steps: usize,
+    name: &'static str,
+    signature: String,
+    wall_ms: f64,
+    cpu_ms: Option<f64>,
+    speedup: f64,
+    cpu_speedup: Option<f64>,
+    ideal: f64,
+    psnr: f64,
+    ssim: f64,
+    reused: usize,
+    calls: usize,
+    class_kept: Option<f64>,
+    /// Front blocks of the config (`None` uncached), for the call-cost estimate.
+    front: Option<usize>,
+}
+
+/// Median ms of three kinds of call, measured interleaved (plain, computed, reused, in a
+/// rotating order) so that a busy machine slows all three alike.
+struct CallCosts {
+    plain: f64,
+    /// A computed call on the heaviest path: front residual, indicator (one transfer), middle
+    /// residual store.
+    computed: f64,
+    /// A reused call: front blocks, stored residual + noise, no middle blocks.
+    reused: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn call_costs(dit: &DiT, device: &Device, front: usize, rounds: usize) -> Result<CallCosts> {
+    let cfg = dit.config();
+    let s = cfg.sample_size;
+    let shape = (2, cfg.in_channels, s, s);
+    let inputs = [
+        Tensor::randn(0f32, 1.0, shape, device)?,
+        Tensor::randn(0f32, 1.0, shape, device)?,
+    ];
+    let t = Tensor::full(500f32, 2, device)?;
+    let y = Tensor::new(&[1u32, cfg.num_classes() as u32], device)?;
+    let info = |step| CallInfo {
+        step_index: step,
+        total_steps: 1000,
+        timestep: 500.0,
+        batched_cfg: true,
+        branch: CfgBranch::Batched,
+    };
+    let mut base = StepCacheConfig::studio_default();
+    base.db.fn_compute_blocks = front;
+    base.db.max_warmup_steps = 0;
+    base.db.max_continuous_cached_steps = -1;
+    // Alternating inputs move the residual far above 1e-6: measured, then computed.
+    let mut computing = StepCache::new(Arc::new(StepCacheConfig {
+        db: cachedit_nodes::cache::DbCacheConfig {
+            residual_diff_threshold: 1e-6,
+            ..base.db.clone()
+        },
+        ..base.clone()
+    }));
+    // Threshold 1: every call after the first reuses.
+    let mut reusing = StepCache::new(Arc::new(StepCacheConfig {
+        db: cachedit_nodes::cache::DbCacheConfig {
+            residual_diff_threshold: 1.0,
+            ..base.db.clone()
+        },
+        ..base
+    }));
+    let mut plain = PlainForward::default();
+    let [a, b] = &inputs;
+    for hook in [&mut computing as &mut dyn TransformerHook, &mut reusing] {
+        hook.reset();
+        hook.call(dit, &info(0), a, &t, &y)?;
+    }
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for round in 0..rounds {
+        let x = if round % 2 == 0 { b } else { a };
+        // Rotate who goes first, so no kind always pays for the previous one's cache state.
+        for k in 0..3 {
+            let kind = (round + k) % 3;
+            let hook: &mut dyn TransformerHook = match kind {
+                0 => &mut plain,
+                1 => &mut computing,
+                _ => &mut reusing,
+            };
+            let started = Instant::now();
+            hook.call(dit, &info(1), x, &t, &y)?;
+            times[kind].push(started.elapsed().as_secs_f64() * 1e3);
+            hook.drain_records();
+        }
+    }
+    let [plain, computed, reused] = times.map(median);
+    Ok(CallCosts {
+        plain,
+        computed,
+        reused,
+    })
+}
+
+fn min_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn total_cpu(runs: &[Run]) -> Option<f64> {
+    runs.iter().map(|r| r.cpu_ms).sum()
+}
+
+fn fmt_psnr(p: f64) -> String {
+    if p.is_infinite() {
+        "identical".into()
+    } else {
+        format!("{p:.2}")
+    }
+}
+
+/// Median of `f` over `n` timed runs (after one warm-up), in ms.
+fn time_ms(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        f()?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times.get(n / 2).copied().unwrap_or(0.0))
+}
+
+/// Times the pieces of one call on the model's real shapes: what a reuse saves (a block) and
+/// what the cache adds (indicator, residual store, reuse add, noise), next to the per-call
+/// work no cache can skip (embed + finish).
+fn overhead_table(dit: &DiT, device: &Device, batch: usize, outside_ms: f64) -> Result<String> {
+    let cfg = dit.config();
+    let s = cfg.sample_size;
+    let x = Tensor::randn(0f32, 1.0, (batch, cfg.in_channels, s, s), device)?;
+    let t = Tensor::full(500f32, batch, device)?;
+    let y = Tensor::zeros(batch, candle_core::DType::U32, device)?;
+    let state = dit.embed(&x, &t, &y)?;
+    let h0 = state.hidden.clone();
+    let h1 = dit.block(0, &state)?;
+    let sync = || device.synchronize().map_err(anyhow::Error::from);
+    let n = 20;
+    let block = time_ms(n, || {
+        dit.block(0, &state)?;
+        sync()
+    })?;
+    let embed_finish = time_ms(n, || {
+        let st = dit.embed(&x, &t, &y)?;
+        dit.finish(&st)?;
+        sync()
+    })?;
+    let residual = time_ms(n, || {
+        let _r = (&h1 - &h0)?;
+        sync()
+    })?;
+    let r = (&h1 - &h0)?;
+    let indicator = time_ms(n, || {
+        rel_l1(&r, &h1)?;
+        Ok(())
+    })?;
+    let reuse_add = time_ms(n, || {
+        let _h = (&h0 + &r)?;
+        sync()
+    })?;
+    let mut noise = ReuseNoise::new(0.001, 0, CfgBranch::Batched);
+    let mut step = 0;
+    let noise_ms = time_ms(n, || {
+        step += 1;
+        noise.perturb(&r, step)?;
+        sync()
+    })?;
+    let tokens = h0.dims().get(1).copied().unwrap_or(0);
+    Ok(format!(
+        "Pieces of one transformer call (batch {batch}, {tokens} tokens, median of {n}):\n\n\
+         | piece | ms | paid by |\n|---|---:|---|\n\
+         | one block (what a reuse skips, per middle block) | {block:.3} | every computed call |\n\
+         | embed + finish (never skipped) | {embed_finish:.3} | every call |\n\
+         | guidance + scheduler, outside the calls (uncached runs, per step) | {outside_ms:.3} | every step |\n\
+         | front residual `h_F − h_in` | {residual:.3} | adaptive: measured and computed calls |\n\
+         | relative-L1 indicator (2 sums, one transfer) | {indicator:.3} | adaptive: measured calls |\n\
+         | middle residual store `h_M − h_F` | {residual:.3} | computed calls |\n\
+         | reuse `h_F + R_M` | {reuse_add:.3} | reused calls |\n\
+         | reuse noise (pool rotation, scale) | {noise_ms:.3} | reused calls, noise > 0 |\n"
+    ))
+}
+
+pub fn run(args: &BenchCacheArgs) -> Result<()> {
+    if args.steps.is_empty() || args.images == 0 {
+        bail!("bench-cache needs at least one step count and one image");
+    }
+    let loaded = load_model(&args.model, &args.target.dtype, &args.target.device)
+        .with_context(|| format!("loading {}", args.model))?;
+    let dit = &loaded.dit;
+    let classes = dit.config().num_classes().max(1);
+    let repeats = args.repeats.max(1);
+    let judge = classifier();
+    let load_before = load_average();
+    let mut rows = Vec::new();
+    let mut outside = (0.0, 0usize);
+    for &steps in &args.steps {
+        let settings: Vec<SampleSettings> = (0..args.images)
+            .map(|i| SampleSettings {
+                class_labels: vec![(i % classes) as u32],
+                seed: i as u64,
+                steps,
+                guidance: args.guidance,
+                cfg_mode: CfgMode::Batched,
+                scheduler: SchedulerKind::DpmSolverMultistep,
+                size: None,
+            })
+            .collect();
+        let noises = settings
+            .iter()
+            .map(|s| initial_noise(dit, s, &loaded.device))
+            .collect::<Result<Vec<_>, _>>()?;
+        let configs = configs();
+        // Warm-up: one uncached run, so no config pays first-call costs.
+        if let (Some(s), Some(n)) = (settings.first(), noises.first()) {
+            run_once(dit, s, n, None)?;
+        }
+        // best[config][image]: the fastest repeat; runs interleave configs against drift.
+        let mut best: Vec<Vec<Option<Run>>> = configs
+            .iter()
+            .map(|_| (0..args.images).map(|_| None).collect())
+            .collect();
+        for repeat in 0..repeats {
+            for (c, (name, config)) in configs.iter().enumerate() {
+                eprintln!("{steps} steps, {name}: repeat {}/{repeats}", repeat + 1);
+                for (i, (s, n)) in settings.iter().zip(&noises).enumerate() {
+                    let mut run = run_once(dit, s, n, config.as_ref())?;
+                    let slot = &mut best[c][i];
+                    if let Some(b) = slot.as_ref() {
+                        // Wall and CPU time each keep their own minimum over the repeats.
+                        run.cpu_ms = min_opt(run.cpu_ms, b.cpu_ms);
+                        if b.ms < run.ms {
+                            run.ms = b.ms;
+                        }
+                    }
+                    *slot = Some(run);
+                }
+            }
+        }
+        let runs: Vec<Vec<Run>> = best
+            .into_iter()
+            .map(|images| images.into_iter().flatten().collect())
+            .collect();
+        let Some(uncached) = runs.first() else {
+            bail!("no uncached run");
+        };
+        let base_ms: f64 = uncached.iter().map(|r| r.ms).sum();
+        let base_cpu = total_cpu(uncached);
+        outside.0 += uncached.iter().map(|r| r.outside_ms).sum::<f64>();
+        outside.1 += steps * uncached.len();
+        for ((name, config), set) in configs.iter().zip(&runs) {
+            let wall_ms: f64 = set.iter().map(|r| r.ms).sum();
+            let cpu = total_cpu(set);
+            let calls: Vec<&CallRecord> = set.iter().flat_map(|r| &r.calls).collect();
+            let run_blocks: usize = calls.iter().map(|c| c.blocks_run).sum();
+            let all_blocks: usize = calls.iter().map(|c| c.blocks_total).sum();
+            // PSNR over the whole set (pooled MSE), SSIM averaged.
+            let mut sse = 0.0;
+            let mut pixels = 0usize;
+            let mut ssim_sum = 0.0;
+            let mut kept = 0usize;
+            for (r, base) in set.iter().zip(uncached) {
+                let p = psnr(&base.image, &r.image)?;
+                let mse = if p.is_infinite() {
+                    0.0
+                } else {
+                    255.0f64.powi(2) / 10f64.powf(p / 10.0)
+                };
+                sse += mse * base.image.pixels.len() as f64;
+                pixels += base.image.pixels.len();
+                ssim_sum += ssim(&base.image, &r.image)?;
+            }
+            let class_kept = match &judge {
+                Some(classify) => {
+                    for (r, s) in set.iter().zip(&settings) {
+                        if s.class_labels.first() == Some(&classify(&r.image)?) {
+                            kept += 1;
+                        }
+                    }
+                    Some(kept as f64 / set.len().max(1) as f64)
+                }
+                None => None,
+            };
+            let mse = sse / pixels.max(1) as f64;
+            rows.push(Row {
+                steps,
+                name,
+                signature: config
+                    .as_ref()
+                    .map_or("NoCache".to_string(), |c| c.signature()),
+                wall_ms,
+                cpu_ms: cpu,
+                speedup: base_ms / wall_ms.max(f64::MIN_POSITIVE),
+                cpu_speedup: base_cpu.zip(cpu).map(|(b, c)| b / c.max(f64::MIN_POSITIVE)),
+                ideal: all_blocks as f64 / run_blocks.max(1) as f64,
+                psnr: if mse == 0.0 {
+                    f64::INFINITY
+                } else {
+                    10.0 * (255.0f64.powi(2) / mse).log10()
+                },
+                ssim: ssim_sum / set.len().max(1) as f64,
+                reused: calls
+                    .iter()
+                    .filter(|c| c.decision == cachedit_nodes::cache::Decision::Reused)
+                    .count(),
+                calls: calls.len(),
+                class_kept,
+                front: config.as_ref().map(|c| c.db.fn_compute_blocks),
+            });
+        }
+    }
+
+    let mut table = format!(
+        "Model `{}` ({} blocks) on {} ({:?}), {}; DPM-Solver++ 2M, batched CFG {}, {} images \
+         per config (image i: class i mod {classes}, seed i), fastest of {repeats} interleaved \
+         repeats. Wall = denoise loop for all images; CPU = the process's CPU time over the same \
+         runs (all threads), which on a shared machine tracks the work where wall time also \
+         tracks the other load. Measured = uncached ÷ cached (wall, CPU); ideal = block \
+         evaluations uncached ÷ run. PSNR (pooled over the images) and SSIM are against the \
+         uncached image of the same seed. The estimate puts the median costs of interleaved \
+         plain, computed and reused calls (table below) together in this row's mix of calls: what \
+         the ratio would be without the machine's other load. Load average (1 min) before / after: {} / {}.\n\n\
+         | steps | config | signature | reused calls | wall s | CPU s | measured (wall) | measured (CPU) | ideal | measured/ideal (wall) | measured/ideal (CPU) | est. measured/ideal (calls) | PSNR dB | SSIM | class kept |\n\
+         |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        args.model,
+        dit.num_blocks(),
+        args.target.device,
+        loaded.dtype,
+        machine(),
+        args.guidance,
+        args.images,
+        load_before.as_deref().unwrap_or("n/a"),
+        load_average().as_deref().unwrap_or("n/a"),
+    );
+    let mut costs = BTreeMap::new();
+    for front in rows.iter().filter_map(|r| r.front) {
+        if let std::collections::btree_map::Entry::Vacant(e) = costs.entry(front) {
+            e.insert(call_costs(dit, &loaded.device, front, 60)?);
+        }
+    }
+    for r in &rows {
+        let estimate = match r.front.and_then(|f| costs.get(&f)) {
+            Some(c) => {
+                let computed = (r.calls - r.reused) as f64;
+                let cached = computed * c.computed + r.reused as f64 * c.reused;
+                let speedup = r.calls as f64 * c.plain / cached.max(f64::MIN_POSITIVE);
+                format!("{:.2}", speedup / r.ideal)
+            }
+            None => "1.00".into(),
+        };
+        let kept = r
+            .class_kept
+            .map_or("n/a".to_string(), |k| format!("{:.0}%", k * 100.0));
+        let cpu_s = r.cpu_ms.map_or("n/a".into(), |c| format!("{:.2}", c / 1e3));
+        let (cpu_x, cpu_ratio) = r.cpu_speedup.map_or(("n/a".into(), "n/a".into()), |x| {
+            (format!("{x:.2}x"), format!("{:.2}", x / r.ideal))
+        });
+        table.push_str(&format!(
+            "| {} | {} | `{}` | {}/{} | {:.2} | {cpu_s} | {:.2}x | {cpu_x} | {:.2}x | {:.2} | {cpu_ratio} | {estimate} | {} | {:.4} | {kept} |\n",
+            r.steps,
+            r.name,
+            r.signature,
+            r.reused,
+            r.calls,
+            r.wall_ms / 1e3,
+            r.speedup,
+            r.ideal,
+            r.speedup / r.ideal,
+            fmt_psnr(r.psnr),
+            r.ssim,
+        ));
+    }
+    if judge.is_none() {
+        table.push_str(
+            "\nclass kept: n/a, this build has no quality classifier to judge the images.\n",
+        );
+    }
+    let outside_ms = outside.0 / outside.1.max(1) as f64;
+    let mut overhead = overhead_table(dit, &loaded.device, 2, outside_ms)?;
+    overhead.push_str(&format!(
+        "\nWhole calls, interleaved, median of 60 ({} blocks):\n\n\
+         | front blocks | plain call ms | computed call ms (overhead) | reused call ms | reused ÷ plain | blocks share |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+        dit.num_blocks()
+    ));
+    for (front, c) in &costs {
+        overhead.push_str(&format!(
+            "| {front} | {:.3} | {:.3} ({:+.1}%) | {:.3} | {:.3} | {:.3} |\n",
+            c.plain,
+            c.computed,
+            (c.computed / c.plain - 1.0) * 100.0,
+            c.reused,
+            c.reused / c.plain,
+            *front as f64 / dit.num_blocks().max(1) as f64,
+        ));
+    }
+    let body = format!("{table}\n{overhead}");
+    println!("{body}");
+    if let Some(path) = &args.write {
+        let command =
+            format!(
+            "cargo run {}-p cachedit -- bench-cache --model {} --steps {} --images {} --repeats \
+             {repeats} --device {} --write {}",
+            if cfg!(debug_assertions) { "" } else { "--release " },
+            args.model,
+            args.steps
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            args.images,
+            args.target.device,
+            path.display()
+        );
+        write_section(
+            path,
+            "step-cache",
+            "Step cache: speed and quality",
+            &format!("{body}\nReproduce: `{command}`\n"),
+        )?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
