@@ -11,11 +11,12 @@ use cachedit_nodes::cache::{
     CallRecord, CfgBranch, MaskPolicy, MaskSource, StepCache, StepCacheConfig, StepsMask, Strategy,
     TaylorIndexing, TaylorSeerConfig,
 };
+use cachedit_nodes::eval::classifier::{self, SceneClassifier};
 use cachedit_nodes::image::convert::image_from_tensor;
 use cachedit_nodes::image::RgbImage;
 use cachedit_nodes::metrics::{psnr, ssim};
 use cachedit_nodes::models::builtin::load_model;
-use cachedit_nodes::models::dit::DiT;
+use cachedit_nodes::models::dit::{DiT, DiTConfig};
 use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
 use cachedit_nodes::sampling::hook::{CallInfo, PlainForward, TransformerHook};
 use cachedit_nodes::sampling::schedulers::SchedulerKind;
@@ -48,13 +49,26 @@ pub struct BenchCacheArgs {
     pub write: Option<PathBuf>,
 }
 
-/// Predicts the class of a generated image: fills the "class kept" column. The quality
-/// classifier (`cachedit_nodes::eval::classifier`) plugs in here; a build without one leaves
-/// the column empty rather than guessing.
+/// Predicts the class of a generated image: fills the "class kept" column.
 type Classifier = dyn Fn(&RgbImage) -> Result<u32>;
 
-fn classifier() -> Option<Box<Classifier>> {
-    None
+/// The built-in scene classifier, for models that draw the scene dataset's images (32×32 RGB,
+/// its ten classes); other models leave the column empty rather than guessing.
+fn classifier(config: &DiTConfig) -> Result<Option<Box<Classifier>>> {
+    let scenes = config.in_channels == 3
+        && config.sample_size == classifier::IMAGE_SIZE
+        && config.num_classes() == classifier::NUM_CLASSES;
+    if !scenes {
+        return Ok(None);
+    }
+    let device = Device::Cpu;
+    let net = SceneClassifier::builtin(&device)?;
+    Ok(Some(Box::new(move |image: &RgbImage| {
+        net.classify(std::slice::from_ref(image), &device)?
+            .first()
+            .copied()
+            .context("the classifier returned no label")
+    })))
 }
 
 /// The reference configs of issue 4, on the studio defaults (reuse noise 0.001 included).
@@ -361,7 +375,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
     let dit = &loaded.dit;
     let classes = dit.config().num_classes().max(1);
     let repeats = args.repeats.max(1);
-    let judge = classifier();
+    let judge = classifier(dit.config())?;
     let load_before = load_average();
     let mut rows = Vec::new();
     let mut outside = (0.0, 0usize);
@@ -543,7 +557,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
     }
     if judge.is_none() {
         table.push_str(
-            "\nclass kept: n/a, this build has no quality classifier to judge the images.\n",
+            "\nclass kept: n/a, the scene classifier only judges 32×32 RGB models of the scene classes.\n",
         );
     }
     let outside_ms = outside.0 / outside.1.max(1) as f64;

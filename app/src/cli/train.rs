@@ -39,6 +39,9 @@ pub struct TrainArgs {
     /// Stop after this many steps in this session (the run stays resumable).
     #[arg(long)]
     pub max_session_steps: Option<u64>,
+    /// Only write the EMA weights of the run's latest checkpoint to --export (no training).
+    #[arg(long)]
+    pub export_only: bool,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -80,6 +83,21 @@ fn write_loss_csv(path: &Path, trainer: &DiffusionTrainer) -> Result<()> {
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let device = DeviceSpec::parse(&args.device)?.open()?;
+    if args.export_only {
+        let trainer = DiffusionTrainer::resume(&args.run, &device)
+            .with_context(|| format!("reading {}", args.run.display()))?;
+        let export = args
+            .export
+            .clone()
+            .unwrap_or_else(|| args.run.join("model"));
+        trainer.export_ema(&export)?;
+        println!(
+            "wrote the EMA weights at step {} to {}",
+            trainer.step(),
+            export.display()
+        );
+        return Ok(());
+    }
     let mut trainer = if args.resume {
         if !checkpoint::exists(&args.run) {
             bail!("{}: no checkpoint to resume from", args.run.display());

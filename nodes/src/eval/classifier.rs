@@ -14,6 +14,10 @@ pub const IMAGE_SIZE: usize = 32;
 /// Number of classes (the dataset's).
 pub const NUM_CLASSES: usize = crate::dataset::scenes::CLASSES.len();
 
+/// The shipped classifier weights (`cachedit train-classifier`, see models/scenes-dit/README.md).
+const BUILTIN_WEIGHTS: &[u8] =
+    include_bytes!("../../../models/scene-classifier/classifier.safetensors");
+
 #[derive(Debug, Clone)]
 pub struct SceneClassifier {
     convs: Vec<Conv2d>,
@@ -41,6 +45,12 @@ impl SceneClassifier {
         }
         let head = candle_nn::linear(cin, NUM_CLASSES, vb.pp("head"))?;
         Ok(SceneClassifier { convs, head })
+    }
+
+    /// The weights that ship with the app (embedded in the binary).
+    pub fn builtin(device: &Device) -> Result<Self> {
+        let tensors = candle_core::safetensors::load_buffer(BUILTIN_WEIGHTS, device)?;
+        Self::new(VarBuilder::from_tensors(tensors, DType::F32, device))
     }
 
     /// Every weight's name and shape, for seeded initialisation.

@@ -35,6 +35,10 @@ pub struct DiffusionTrainConfig {
     pub ema_decay: f64,
     /// Probability that a sample's label is replaced by the null class.
     pub null_class_prob: f64,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023): each timestep's ε-loss is weighted by
+    /// `min(SNR, γ) / SNR`, so the many nearly clean timesteps stop dominating the gradient.
+    /// `None` = plain MSE.
+    pub min_snr_gamma: Option<f64>,
     pub seed: u64,
     pub checkpoint_every: u64,
 }
@@ -44,12 +48,13 @@ impl Default for DiffusionTrainConfig {
         DiffusionTrainConfig {
             model: crate::models::builtin::scenes_dit_config(),
             steps: 6000,
-            batch: 64,
-            lr: 6e-4,
+            batch: 32,
+            lr: 8e-4,
             warmup_steps: 200,
             weight_decay: 0.01,
-            ema_decay: 0.999,
+            ema_decay: 0.998,
             null_class_prob: 0.1,
+            min_snr_gamma: Some(5.0),
             seed: 0,
             checkpoint_every: 250,
         }
@@ -105,6 +110,8 @@ pub struct DiffusionTrainer {
     /// `sqrt(ᾱ_t)` and `sqrt(1 − ᾱ_t)` for t = 0..1000.
     signal: Vec<f32>,
     noise: Vec<f32>,
+    /// Loss weight per timestep (all 1 without Min-SNR weighting).
+    loss_weight: Vec<f32>,
     device: Device,
     step: u64,
     elapsed_secs: f64,
@@ -149,7 +156,18 @@ impl DiffusionTrainer {
         let opt = AdamW::new(params.clone(), adamw).map_err(TrainError::candle("optimiser"))?;
         let ema = Ema::new(&params, config.ema_decay).map_err(TrainError::candle("EMA"))?;
         let table = NoiseTable::dit_default();
+        let loss_weight = table
+            .alphas_cumprod
+            .iter()
+            .map(|&a| {
+                let snr = a / (1.0 - a);
+                config
+                    .min_snr_gamma
+                    .map_or(1.0, |g| (snr.min(g) / snr) as f32)
+            })
+            .collect();
         Ok(DiffusionTrainer {
+            loss_weight,
             signal: table
                 .alphas_cumprod
                 .iter()
@@ -267,9 +285,12 @@ impl DiffusionTrainer {
             .dit
             .forward(&x_t, &t_tensor, &labels)
             .map_err(err("forward"))?;
+        let weight = coef(&self.loss_weight).map_err(err("loss weight"))?;
         let loss = (pred - eps)
             .map_err(err("loss"))?
             .sqr()
+            .map_err(err("loss"))?
+            .broadcast_mul(&weight)
             .map_err(err("loss"))?
             .mean_all()
             .map_err(err("loss"))?;
