@@ -1,4 +1,5 @@
-//! `cachedit`: CacheDiT Studio's command line (the headless runner; the editor comes later).
+//! `cachedit`: CacheDiT Studio. With no arguments it opens the node editor; the subcommands
+//! are the headless runner and tools.
 
 mod cli;
 
@@ -19,6 +20,14 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Opens the node editor (what `cachedit` with no arguments does), optionally with a file.
+    Edit {
+        /// Workflow (.ron) or PNG written by Save Image to open.
+        workflow: Option<PathBuf>,
+        /// Run the workflow as soon as the window is open.
+        #[arg(long)]
+        run: bool,
+    },
     /// Runs a workflow (.ron, or a PNG written by Save Image) and writes images + stats.json.
     Run {
         /// Workflow file (.ron) or PNG with an embedded workflow.
@@ -80,14 +89,8 @@ fn main() -> ExitCode {
         Some(Command::TrainClassifier(args)) => cli::eval::train_classifier_cmd(&args),
         Some(Command::Eval(args)) => cli::eval::eval_cmd(&args),
         Some(Command::BenchCache(bench)) => cli::bench_cache::run(&bench),
-        None => {
-            println!(
-                "CacheDiT Studio {}\n\nThe node editor is not built yet; use the headless runner:\n  \
-                 cachedit run workflows/default.ron\n\nSee `cachedit --help`.",
-                env!("CARGO_PKG_VERSION")
-            );
-            Ok(())
-        }
+        Some(Command::Edit { workflow, run }) => cachedit::gui::run_editor(workflow, run),
+        None => cachedit::gui::run_editor(None, false),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

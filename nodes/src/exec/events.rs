@@ -2,6 +2,7 @@
 
 use crate::cache::CallRecord;
 use crate::graph::document::NodeId;
+use crate::image::RgbImage;
 use crate::sampling::stats::SamplerStats;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +30,10 @@ pub struct StepProgress {
     pub ms: f64,
     /// The transformer calls of this step and what the step cache decided on each.
     pub calls: Vec<CallRecord>,
+    /// The first image of the batch as it stands after this step (the current noisy sample,
+    /// decoded like the final one), for live previews. Sent at most every
+    /// [`crate::sampling::denoise::PREVIEW_INTERVAL`] and always on the last step.
+    pub preview: Option<Arc<RgbImage>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -7,10 +7,28 @@ use super::schedulers::SchedulerKind;
 use super::SamplingError;
 use crate::cache::CfgBranch;
 use crate::exec::events::StepProgress;
+use crate::image::convert::image_from_tensor;
+use crate::image::RgbImage;
 use crate::models::dit::DiT;
 use crate::rng::Rng;
 use candle_core::{DType, Device, Tensor};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Least wall time between two step previews (see [`StepProgress::preview`]); the first and
+/// the last step always carry one.
+pub const PREVIEW_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The first image of the current sample, for a live preview. A sample that cannot be
+/// decoded gives no preview rather than failing the run.
+fn preview_of(x: &Tensor) -> Option<Arc<RgbImage>> {
+    let first = x.narrow(0, 0, 1).ok()?;
+    image_from_tensor(&first)
+        .ok()?
+        .into_iter()
+        .next()
+        .map(Arc::new)
+}
 
 /// How classifier-free guidance calls the transformer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -181,6 +199,7 @@ pub fn denoise(
     .map_err(candle("scaling noise"))?;
     hook.reset();
     let mut records = Vec::with_capacity(total);
+    let mut last_preview: Option<Instant> = None;
     for (i, &t) in timesteps.iter().enumerate() {
         let started = Instant::now();
         let info = |branch| CallInfo {
@@ -242,12 +261,21 @@ pub fn denoise(
             timestep: t,
             ms,
         });
+        // Outside the timed part: a preview never counts in a step's time.
+        let preview =
+            if i + 1 == total || last_preview.is_none_or(|p| p.elapsed() >= PREVIEW_INTERVAL) {
+                last_preview = Some(Instant::now());
+                preview_of(&x)
+            } else {
+                None
+            };
         let progress = StepProgress {
             index: i,
             total,
             timestep: t,
             ms,
             calls: hook.drain_records(),
+            preview,
         };
         if on_step(&progress) == Flow::Stop {
             return Err(SamplingError::Cancelled);
@@ -257,4 +285,49 @@ pub fn denoise(
         sample: x,
         steps: records,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::builtin::load_model;
+    use crate::sampling::hook::PlainForward;
+
+    #[test]
+    fn first_and_last_steps_carry_a_preview_and_the_last_is_the_final_image() {
+        let model = load_model("random-tiny", "f32", "cpu").expect("built-in model");
+        let s = SampleSettings {
+            class_labels: vec![1, 2],
+            seed: 5,
+            steps: 3,
+            guidance: 1.0,
+            cfg_mode: CfgMode::Batched,
+            scheduler: SchedulerKind::DpmSolverMultistep,
+            size: None,
+        };
+        let noise = initial_noise(&model.dit, &s, &Device::Cpu).expect("noise");
+        let mut previews = Vec::new();
+        let out = denoise(
+            &model.dit,
+            &s,
+            &noise,
+            &mut PlainForward::default(),
+            &mut |p| {
+                previews.push(p.preview.clone());
+                Flow::Continue
+            },
+        )
+        .expect("sampling");
+        assert_eq!(previews.len(), 3);
+        assert!(previews[0].is_some(), "the first step always has a preview");
+        let last = previews[2]
+            .clone()
+            .expect("the last step always has a preview");
+        let images = image_from_tensor(&out.sample).expect("final image");
+        assert_eq!(images.len(), 2);
+        assert_eq!(
+            *last, images[0],
+            "the last preview is the batch's first final image"
+        );
+    }
 }

@@ -1,0 +1,210 @@
+//! Runs the document on the executor thread and keeps what its events said, per node.
+
+use cachedit_nodes::exec::events::{Event, RunId, RunOutcome, StepProgress};
+use cachedit_nodes::exec::executor::{ExecConfig, Executor};
+use cachedit_nodes::graph::document::{NodeId, Workflow};
+use cachedit_nodes::image::RgbImage;
+use cachedit_nodes::registry::Registry;
+use cachedit_nodes::sampling::stats::SamplerStats;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where a node stands in the latest run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeStatus {
+    /// In the run's order, not started yet.
+    Waiting,
+    Running,
+    /// Finished; `reused` = node reuse took its memoized outputs.
+    Done {
+        ms: f64,
+        reused: bool,
+    },
+    Failed(String),
+    Cancelled,
+}
+
+/// Live steps of one sampler node in the current run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveSteps {
+    pub steps: Vec<StepProgress>,
+    pub total: usize,
+}
+
+/// Something the user should be told about (shown as a notification).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub error: bool,
+    pub text: String,
+}
+
+/// The executor handle plus the latest run's state.
+pub struct Runner {
+    exec: Option<Executor>,
+    /// Why the executor could not start, if it could not.
+    pub start_error: Option<String>,
+    /// The run whose events are shown; events of older runs are dropped.
+    pub current: Option<RunId>,
+    pub running: bool,
+    pub status: HashMap<NodeId, NodeStatus>,
+    pub live: HashMap<NodeId, LiveSteps>,
+    /// Final stats per node (the Sampler and the Detailed Stats nodes that showed them).
+    pub stats: HashMap<NodeId, Arc<SamplerStats>>,
+    /// The latest step preview per sampler node.
+    pub previews: HashMap<NodeId, Arc<RgbImage>>,
+    /// Files written per node in the latest run.
+    pub files: HashMap<NodeId, PathBuf>,
+    pub outcome: Option<(RunOutcome, f64)>,
+    /// The workflow of the latest run (to tell what changed since).
+    pub last_run: Option<Workflow>,
+}
+
+impl Runner {
+    pub fn new(output_dir: PathBuf) -> Self {
+        let (exec, start_error) =
+            match Executor::spawn(Registry::builtin(), ExecConfig { output_dir }) {
+                Ok(e) => (Some(e), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+        Runner {
+            exec,
+            start_error,
+            current: None,
+            running: false,
+            status: HashMap::new(),
+            live: HashMap::new(),
+            stats: HashMap::new(),
+            previews: HashMap::new(),
+            files: HashMap::new(),
+            outcome: None,
+            last_run: None,
+        }
+    }
+
+    /// Sends a snapshot of the workflow to the executor; the UI does not wait for it.
+    pub fn start(&mut self, wf: &Workflow) -> Result<RunId, String> {
+        let exec = self
+            .exec
+            .as_ref()
+            .ok_or_else(|| self.start_error.clone().unwrap_or_default())?;
+        if self.running {
+            exec.cancel();
+        }
+        let run_id = exec.run(wf.clone()).map_err(|e| e.to_string())?;
+        self.current = Some(run_id);
+        self.running = true;
+        self.status.clear();
+        self.live.clear();
+        self.files.clear();
+        self.outcome = None;
+        self.last_run = Some(wf.clone());
+        Ok(run_id)
+    }
+
+    /// Asks the running run to stop between steps.
+    pub fn cancel(&self) {
+        if let Some(exec) = &self.exec {
+            if self.running {
+                exec.cancel();
+            }
+        }
+    }
+
+    /// Drains the events that arrived; returns what to notify the user of.
+    pub fn poll(&mut self) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        let Some(exec) = &self.exec else {
+            return notices;
+        };
+        let events: Vec<Event> = exec.events().try_iter().collect();
+        for event in events {
+            if Some(event.run_id()) != self.current {
+                continue; // a stale run's event
+            }
+            self.apply(event, &mut notices);
+        }
+        notices
+    }
+
+    fn apply(&mut self, event: Event, notices: &mut Vec<Notice>) {
+        match event {
+            Event::RunStarted { order, .. } => {
+                for id in order {
+                    self.status.insert(id, NodeStatus::Waiting);
+                }
+            }
+            Event::NodeStarted { node, .. } => {
+                self.status.insert(node, NodeStatus::Running);
+            }
+            Event::NodeFinished {
+                node, ms, reused, ..
+            } => {
+                self.status.insert(node, NodeStatus::Done { ms, reused });
+            }
+            Event::Step { node, step, .. } => {
+                if let Some(p) = &step.preview {
+                    self.previews.insert(node, p.clone());
+                }
+                let live = self.live.entry(node).or_default();
+                live.total = step.total;
+                live.steps.push(step);
+            }
+            Event::Stats { node, stats, .. } => {
+                self.stats.insert(node, stats);
+            }
+            Event::FileWritten { node, path, .. } => {
+                self.files.insert(node, path);
+            }
+            Event::NodeError { node, message, .. } => {
+                let cancelled = message.ends_with("cancelled");
+                // The executor's message already names the node (`Sampler #2: ...`).
+                let text = message.clone();
+                if let Some(id) = node {
+                    let status = if cancelled {
+                        NodeStatus::Cancelled
+                    } else {
+                        NodeStatus::Failed(message)
+                    };
+                    self.status.insert(id, status);
+                }
+                if !cancelled {
+                    notices.push(Notice { error: true, text });
+                }
+            }
+            Event::RunFinished { outcome, ms, .. } => {
+                self.running = false;
+                self.outcome = Some((outcome, ms));
+                for s in self.status.values_mut() {
+                    if matches!(s, NodeStatus::Running) && outcome == RunOutcome::Cancelled {
+                        *s = NodeStatus::Cancelled;
+                    }
+                }
+                let text = match outcome {
+                    RunOutcome::Completed => format!("Run finished in {:.0} ms", ms),
+                    RunOutcome::Cancelled => "Run cancelled".to_string(),
+                    RunOutcome::Failed => "Run failed".to_string(),
+                };
+                notices.push(Notice {
+                    error: outcome == RunOutcome::Failed,
+                    text,
+                });
+            }
+        }
+    }
+
+    /// The sampler feeding a node's `stats` input (for Detailed Stats), or the node itself.
+    pub fn stats_source(wf: &Workflow, node: NodeId) -> NodeId {
+        wf.links
+            .iter()
+            .find(|l| l.to.node == node && l.to.port == "stats")
+            .map_or(node, |l| l.from.node)
+    }
+
+    /// Stats to show for a node: its own final stats, or those of its source sampler.
+    pub fn stats_for(&self, wf: &Workflow, node: NodeId) -> Option<&Arc<SamplerStats>> {
+        self.stats
+            .get(&node)
+            .or_else(|| self.stats.get(&Self::stats_source(wf, node)))
+    }
+}
