@@ -157,6 +157,26 @@ fn build_the_default_graph_from_the_palette_run_it_and_see_the_stats() {
     ));
     h.get_by_label_contains("hit rate");
     h.get_by_label_contains("block evals saved");
+    // The config node now shows the threshold against the run's diff percentiles; the
+    // untrained model's diffs are far above the default threshold.
+    let wf = h.state().doc.workflow().clone();
+    if let Some(d) = s.summary.as_ref().and_then(|s| s.diffs.clone()) {
+        let t = wf
+            .node(config)
+            .and_then(|n| {
+                n.params
+                    .get("residual_diff_threshold")
+                    .and_then(|v| v.as_f64())
+            })
+            .unwrap_or(
+                cachedit_nodes::cache::StepCacheConfig::studio_default()
+                    .db
+                    .residual_diff_threshold,
+            );
+        if t <= d.min {
+            h.get_by_label_contains("nothing will be reused");
+        }
+    }
 
     // Changing only a cache setting re-runs the sampler but reuses the loaded model.
     h.state_mut()
@@ -472,11 +492,21 @@ fn detailed_stats_view_matches_its_snapshot() {
     let mut wf = Workflow::default();
     let sampler = wf.add_node("Sampler", [0.0, 0.0]);
     let stats = wf.add_node("DetailedStats", [300.0, 0.0]);
+    let config = wf.add_node("CacheDitAdvancedConfig", [0.0, 300.0]);
     wf.connect(PortRef::new(sampler, "stats"), PortRef::new(stats, "stats"));
+    wf.connect(
+        PortRef::new(config, "cache"),
+        PortRef::new(sampler, "cache"),
+    );
+    // Below every recorded diff: the config node warns that nothing will be reused.
+    wf.set_param(config, "residual_diff_threshold", Value::Float(0.01));
     let mut runner = Runner::new(std::env::temp_dir());
     runner.stats.insert(sampler, Arc::new(fake_stats(16)));
     snapshot_bodies(
-        &[("detailed_stats_finished_run".to_string(), wf, stats)],
+        &[
+            ("detailed_stats_finished_run".to_string(), wf.clone(), stats),
+            ("config_threshold_vs_last_run".to_string(), wf, config),
+        ],
         &runner,
         [460.0, 420.0],
     );

@@ -139,7 +139,10 @@ pub fn node_body(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId) -> Vec<ParamCha
         } else {
             None
         };
-        changes = params::params_ui(ui, bcx.theme, node, spec, diffs.as_ref());
+        changes = params::params_ui(ui, node, spec);
+        if let Some(d) = &diffs {
+            params::threshold_ui(ui, bcx.theme, node, spec, d);
+        }
         match spec.name {
             CACHE_CONFIG => {
                 if let Some(sampler) = downstream_samplers(bcx.wf, id).first() {

@@ -159,13 +159,7 @@ pub fn percentile_ticks(ui: &mut Ui, theme: &Theme, threshold: f64, diffs: &Diff
 }
 
 /// All param widgets of a node, advanced ones collapsed; returns the changes.
-pub fn params_ui(
-    ui: &mut Ui,
-    theme: &Theme,
-    node: &Node,
-    spec: &KindSpec,
-    diffs: Option<&DiffStats>,
-) -> Vec<ParamChange> {
+pub fn params_ui(ui: &mut Ui, node: &Node, spec: &KindSpec) -> Vec<ParamChange> {
     let mut changes = Vec::new();
     let mut grid = |ui: &mut Ui, advanced: bool| {
         egui::Grid::new(ui.id().with((node.id.0, advanced)))
@@ -174,22 +168,12 @@ pub fn params_ui(
             .show(ui, |ui| {
                 for p in spec.params.iter().filter(|p| p.advanced == advanced) {
                     ui.label(p.name).on_hover_text(p.help);
-                    ui.vertical(|ui| {
-                        if let Some(v) = param_widget(ui, node, p) {
-                            changes.push(ParamChange {
-                                name: p.name.to_string(),
-                                value: v,
-                            });
-                        }
-                        if p.name == THRESHOLD_PARAM {
-                            if let (Some(d), Some(t)) = (diffs, current(node, p).as_f64()) {
-                                percentile_ticks(ui, theme, t, d);
-                                if let Some(w) = threshold_warning(t, d) {
-                                    ui.colored_label(theme.colors.warning.color(), w);
-                                }
-                            }
-                        }
-                    });
+                    if let Some(v) = param_widget(ui, node, p) {
+                        changes.push(ParamChange {
+                            name: p.name.to_string(),
+                            value: v,
+                        });
+                    }
                     ui.end_row();
                 }
             });
@@ -201,6 +185,24 @@ pub fn params_ui(
             .show(ui, |ui| grid(ui, true));
     }
     changes
+}
+
+/// The threshold against the last run's diff percentiles (ticks), with a warning when it is
+/// below every diff or above almost all; shown whether or not the field itself is expanded.
+pub fn threshold_ui(ui: &mut Ui, theme: &Theme, node: &Node, spec: &KindSpec, diffs: &DiffStats) {
+    let Some(t) = spec
+        .param(THRESHOLD_PARAM)
+        .and_then(|p| current(node, p).as_f64())
+    else {
+        return;
+    };
+    ui.horizontal(|ui| {
+        ui.label(format!("{THRESHOLD_PARAM} {t:.3}"));
+        percentile_ticks(ui, theme, t, diffs);
+    });
+    if let Some(w) = threshold_warning(t, diffs) {
+        ui.colored_label(theme.colors.warning.color(), w);
+    }
 }
 
 #[cfg(test)]
