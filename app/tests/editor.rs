@@ -155,6 +155,10 @@ fn build_the_default_graph_from_the_palette_run_it_and_see_the_stats() {
         app.runner.status.get(&save),
         Some(NodeStatus::Done { .. })
     ));
+    assert!(
+        app.runner.previews.contains_key(&sampler),
+        "the Sampler got live previews"
+    );
     h.get_by_label_contains("hit rate");
     h.get_by_label_contains("block evals saved");
     // The config node now shows the threshold against the run's diff percentiles; the
@@ -383,6 +387,51 @@ fn a_png_written_by_the_app_restores_its_workflow() {
         app.doc.path.is_none(),
         "a restored workflow is saved under a new name"
     );
+}
+
+#[test]
+fn dragging_a_kind_from_the_palette_drops_it_on_the_canvas() {
+    let e = env();
+    let mut h = harness(EditorApp::new(e.options.clone()));
+    h.run();
+    let from = h.get_by_label("Detailed Stats").rect().center();
+    let to = egui::pos2(900.0, 300.0);
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.step();
+    for i in 1..=10 {
+        h.hover_at(from + (to - from) * (i as f32 / 10.0));
+        h.step();
+    }
+    h.event(egui::Event::PointerButton {
+        pos: to,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: Modifiers::NONE,
+    });
+    h.step();
+    h.run();
+    let wf = h.state().doc.workflow();
+    assert_eq!(wf.nodes.len(), 1, "{wf:?}");
+    assert_eq!(wf.nodes[0].kind, "DetailedStats");
+}
+
+#[test]
+fn the_theme_switches_and_the_choice_persists() {
+    let e = env();
+    let mut h = harness(EditorApp::new(e.options.clone()));
+    h.run();
+    assert!(h.ctx.global_style().visuals.dark_mode);
+    h.state_mut().set_theme("light");
+    h.run();
+    let light = Theme::builtin("light").expect("light theme");
+    assert!(!h.ctx.global_style().visuals.dark_mode);
+    assert_eq!(
+        h.ctx.global_style().visuals.panel_fill,
+        light.colors.panel.color()
+    );
+    assert_eq!(EditorApp::new(e.options.clone()).theme.name, "light");
 }
 
 // ----- snapshots -----
