@@ -434,6 +434,78 @@ fn the_theme_switches_and_the_choice_persists() {
     assert_eq!(EditorApp::new(e.options.clone()).theme.name, "light");
 }
 
+#[test]
+fn a_failing_node_shows_its_error_and_the_user_is_notified() {
+    let e = env();
+    let mut app = EditorApp::new(e.options.clone());
+    app.open_path(&repo().join("workflows/default.ron"))
+        .expect("default");
+    let load = node_of(app.doc.workflow(), "LoadModel");
+    app.doc
+        .set_param(load, "model", Value::Text("no-such-model".into()));
+    let mut h = harness(app);
+    h.state_mut().run();
+    step_until_idle(&mut h, Duration::from_secs(120));
+    let app = h.state();
+    assert_eq!(app.runner.outcome.map(|o| o.0), Some(RunOutcome::Failed));
+    let Some(NodeStatus::Failed(message)) = app.runner.status.get(&load).cloned() else {
+        panic!("Load Model is not marked failed: {:?}", app.runner.status);
+    };
+    assert!(message.contains("no-such-model"), "{message}");
+    assert!(
+        app.toasts
+            .log
+            .iter()
+            .any(|n| n.error && n.text.contains("no-such-model")),
+        "{:?}",
+        app.toasts.log
+    );
+    // On the node (and in the notification).
+    assert!(h.get_all_by_label_contains("no-such-model").count() >= 2);
+    h.get_by_label("1 node(s) failed");
+}
+
+#[test]
+fn double_click_on_the_canvas_opens_a_searchable_quick_add() {
+    let e = env();
+    // kittest feeds one pointer event per step: short steps keep the two clicks a double.
+    let mut h = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .with_step_dt(0.02)
+        .build_ui_state(
+            |ui, app: &mut EditorApp| {
+                app.logic(ui.ctx());
+                app.ui(ui);
+            },
+            EditorApp::new(e.options.clone()),
+        );
+    h.run();
+    let at = egui::pos2(800.0, 250.0);
+    h.hover_at(at);
+    h.step();
+    for _ in 0..2 {
+        for pressed in [true, false] {
+            h.event(egui::Event::PointerButton {
+                pos: at,
+                button: egui::PointerButton::Primary,
+                pressed,
+                modifiers: Modifiers::NONE,
+            });
+        }
+    }
+    h.step();
+    h.run();
+    h.get_by_label("Add node");
+    // The popup's search field has the keyboard focus.
+    h.event(egui::Event::Text("stats".into()));
+    h.run();
+    h.key_press(Key::Enter);
+    h.run();
+    let wf = h.state().doc.workflow();
+    assert_eq!(wf.nodes.len(), 1, "{wf:?}");
+    assert_eq!(wf.nodes[0].kind, "DetailedStats");
+}
+
 // ----- snapshots -----
 
 /// Snapshots node bodies, one image per case, all from one harness (so that kittest can

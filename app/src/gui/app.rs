@@ -86,6 +86,8 @@ pub struct EditorApp {
     theme_dirty: bool,
     last_autosave: (f64, u64),
     allow_close: bool,
+    /// The double-click quick-add popup: where it opened (screen) and its search text.
+    pub quick_add: Option<(egui::Pos2, String)>,
     /// Fit the view again when the first run of a newly opened document ends (its nodes
     /// have grown by then: images, stats).
     fit_after_run: bool,
@@ -126,6 +128,7 @@ impl EditorApp {
             last_autosave: (0.0, 0),
             allow_close: false,
             fit_after_run: false,
+            quick_add: None,
             devices: available_devices(),
             title: String::new(),
         }
@@ -616,6 +619,18 @@ impl EditorApp {
                 }
             }
         }
+        // Double-click on empty canvas: a searchable quick-add popup (as in ComfyUI).
+        let double = ui.ctx().input(|i| {
+            i.pointer
+                .button_double_clicked(egui::PointerButton::Primary)
+                .then(|| i.pointer.interact_pos())
+                .flatten()
+        });
+        let opened = double.filter(|p| rect.contains(*p) && !self.canvas.node_at(*p));
+        if let Some(p) = opened {
+            self.quick_add = Some((p, String::new()));
+        }
+        self.quick_add_ui(ui.ctx(), opened.is_some());
         if self.doc.workflow().nodes.is_empty() {
             ui.put(
                 egui::Rect::from_center_size(rect.center(), egui::vec2(420.0, 60.0)),
@@ -624,6 +639,53 @@ impl EditorApp {
                      or open an example from File → Examples.",
                 ),
             );
+        }
+    }
+
+    fn quick_add_ui(&mut self, ctx: &egui::Context, just_opened: bool) {
+        let Some((at, mut search)) = self.quick_add.take() else {
+            return;
+        };
+        let mut chosen = None;
+        let area = egui::Area::new(egui::Id::new("quick-add"))
+            .fixed_pos(at)
+            .order(egui::Order::Foreground)
+            .show(ctx, |ui| {
+                egui::Frame::popup(ui.style()).show(ui, |ui| {
+                    ui.label("Add node");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut search)
+                            .hint_text("search nodes")
+                            .desired_width(180.0),
+                    )
+                    .request_focus();
+                    let query = search.to_lowercase();
+                    let matching: Vec<_> = self
+                        .registry
+                        .specs()
+                        .filter(|s| palette::matches(s, &query))
+                        .map(|s| (s.name, s.title, s.help))
+                        .collect();
+                    for (name, title, help) in &matching {
+                        if ui.button(*title).on_hover_text(*help).clicked() {
+                            chosen = Some(name.to_string());
+                        }
+                    }
+                    if ui.input(|i| i.key_pressed(Key::Enter)) {
+                        chosen = matching.first().map(|m| m.0.to_string());
+                    }
+                })
+            });
+        // The double-click that opened it is not a click elsewhere.
+        let dismissed = !just_opened
+            && (ctx.input(|i| i.key_pressed(Key::Escape)) || area.response.clicked_elsewhere());
+        match chosen {
+            Some(kind) => {
+                let g = self.canvas.to_graph(at);
+                self.doc.add_node(&kind, [g.x, g.y]);
+            }
+            None if !dismissed => self.quick_add = Some((at, search)),
+            None => {}
         }
     }
 

@@ -164,6 +164,12 @@ impl Canvas {
         self.fit_in = 2;
     }
 
+    /// Is a screen position over a node (as drawn last frame)?
+    pub fn node_at(&self, p: Pos2) -> bool {
+        let g = self.to_graph(p);
+        self.rects.values().any(|r| r.contains(g))
+    }
+
     /// A screen position in graph coordinates.
     pub fn to_graph(&self, p: Pos2) -> Pos2 {
         self.to_global.inverse() * p
