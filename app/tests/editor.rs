@@ -508,23 +508,26 @@ fn double_click_on_the_canvas_opens_a_searchable_quick_add() {
 
 // ----- snapshots -----
 
-/// Snapshots node bodies, one image per case, all from one harness (so that kittest can
-/// report every mismatch of the test at once).
-fn snapshot_bodies(cases: &[(String, Workflow, NodeId)], runner: &Runner, size: [f32; 2]) {
-    let theme = Theme::builtin("dark").expect("theme");
-    let registry = Registry::builtin();
-    let images = HashMap::new();
-    let mut h = Harness::builder().with_size(size).build_ui_state(
-        |ui, case: &mut usize| {
+/// A harness that draws the body of `cases[state]` on its own, in the dark theme.
+fn body_harness<'a>(
+    cases: &'a [(String, Workflow, NodeId)],
+    runner: &'a Runner,
+    theme: &'a Theme,
+    registry: &'a Registry,
+    images: &'a HashMap<NodeId, egui::TextureHandle>,
+    size: [f32; 2],
+) -> Harness<'a, usize> {
+    let h = Harness::builder().with_size(size).build_ui_state(
+        move |ui, case: &mut usize| {
             let Some((_, wf, id)) = cases.get(*case) else {
                 return;
             };
             let bcx = BodyContext {
                 wf,
-                registry: &registry,
-                theme: &theme,
+                registry,
+                theme,
                 runner,
-                images: &images,
+                images,
                 hide_times: true,
             };
             egui::Frame::new()
@@ -537,6 +540,16 @@ fn snapshot_bodies(cases: &[(String, Workflow, NodeId)], runner: &Runner, size: 
         0usize,
     );
     theme.apply(&h.ctx);
+    h
+}
+
+/// Snapshots node bodies, one image per case, all from one harness (so that kittest can
+/// report every mismatch of the test at once).
+fn snapshot_bodies(cases: &[(String, Workflow, NodeId)], runner: &Runner, size: [f32; 2]) {
+    let theme = Theme::builtin("dark").expect("theme");
+    let registry = Registry::builtin();
+    let images = HashMap::new();
+    let mut h = body_harness(cases, runner, &theme, &registry, &images, size);
     for (i, (name, _, _)) in cases.iter().enumerate() {
         *h.state_mut() = i;
         h.run();
@@ -631,4 +644,29 @@ fn detailed_stats_view_matches_its_snapshot() {
         &runner,
         [460.0, 420.0],
     );
+}
+
+#[test]
+fn hovering_a_timeline_cell_shows_that_steps_numbers() {
+    let mut wf = Workflow::default();
+    let sampler = wf.add_node("Sampler", [0.0, 0.0]);
+    let stats = wf.add_node("DetailedStats", [300.0, 0.0]);
+    wf.connect(PortRef::new(sampler, "stats"), PortRef::new(stats, "stats"));
+    let mut runner = Runner::new(std::env::temp_dir());
+    runner.stats.insert(sampler, Arc::new(fake_stats(16)));
+    let cases = [("stats".to_string(), wf, stats)];
+    let theme = Theme::builtin("dark").expect("theme");
+    let registry = Registry::builtin();
+    let images = HashMap::new();
+    let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 420.0]);
+    h.run();
+    // The strip starts at (16, 30) (margins, then an empty status row); cells are
+    // `timeline_cell` wide, rows are the CFG branches (cond first).
+    let [cw, ch] = theme.spacing.timeline_cell;
+    let corner = egui::pos2(16.0, 30.0);
+    let probe = corner + egui::vec2(cw * 5.5, ch * 0.5);
+    h.hover_at(probe);
+    h.run_steps(8);
+    h.get_by_label_contains("step 5 (cond)");
+    h.get_by_label_contains("residual diff");
 }
