@@ -256,7 +256,7 @@ impl EditorApp {
     /// Adds a node of `kind` from the palette, right of the nodes already there.
     pub fn add_from_palette(&mut self, kind: &str) -> NodeId {
         let wf = self.doc.workflow();
-        let x = wf.nodes.iter().map(|n| n.pos[0]).fold(-260.0f32, f32::max) + 300.0;
+        let x = wf.nodes.iter().map(|n| n.pos[0]).fold(-300.0f32, f32::max) + 340.0;
         let y = wf
             .nodes
             .iter()
