@@ -373,6 +373,21 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
         }
     }
 
+    fn show_header(
+        &mut self,
+        node: SlotId,
+        _inputs: &[InPin],
+        _outputs: &[OutPin],
+        ui: &mut Ui,
+        snarl: &mut Snarl<NodeId>,
+    ) {
+        let Some(id) = snarl.get_node(node).copied() else {
+            return;
+        };
+        // Not selectable text: a click or drag on the title reaches the node (select, move).
+        ui.add(egui::Label::new(self.title(&id)).selectable(false));
+    }
+
     fn node_frame(
         &mut self,
         default: egui::Frame,
