@@ -165,7 +165,7 @@ fn a_cached_run_prints_detailed_stats_and_writes_them_to_stats_json() {
     let out = text(&o.stdout);
     assert!(out.contains("DetailedStats #5"), "{out}");
     assert!(out.contains("Fixed_F4B0_W4K2_N0.001"), "{out}");
-    assert!(out.contains("blocks run 130 of 150"), "{out}");
+    assert!(out.contains("blocks run 220 of 300"), "{out}");
     assert!(out.contains("measured"), "{out}");
     let stats: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.path().join("o/stats.json")).expect("stats.json"),
@@ -178,10 +178,10 @@ fn a_cached_run_prints_detailed_stats_and_writes_them_to_stats_json() {
         .expect("sampler");
     let s = &sampler["stats"];
     assert_eq!(s["calls"].as_array().map(Vec::len), Some(25));
-    assert_eq!(s["block_evaluations"], 130);
+    assert_eq!(s["block_evaluations"], 220);
     let summary = &s["summary"];
     assert_eq!(summary["signature"], "Fixed_F4B0_W4K2_N0.001");
-    assert_eq!(summary["block_evaluations_uncached"], 150);
+    assert_eq!(summary["block_evaluations_uncached"], 300);
     assert_eq!(
         summary["branches"][0]["cached_steps"]
             .as_array()

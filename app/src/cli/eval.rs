@@ -130,11 +130,7 @@ fn load_classifier(path: Option<&Path>, device: &candle_core::Device) -> Result<
     match path {
         Some(p) => SceneClassifier::load(p, device)
             .with_context(|| format!("loading classifier {}", p.display())),
-        None => SceneClassifier::load(
-            Path::new("models/scene-classifier/classifier.safetensors"),
-            device,
-        )
-        .context("loading the classifier"),
+        None => SceneClassifier::builtin(device).context("loading the built-in classifier"),
     }
 }
 

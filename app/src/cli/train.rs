@@ -39,7 +39,8 @@ pub struct TrainArgs {
     /// Stop after this many steps in this session (the run stays resumable).
     #[arg(long)]
     pub max_session_steps: Option<u64>,
-    /// Only write the EMA weights of the run's latest checkpoint to --export (no training).
+    /// Only write the EMA weights of the run's latest checkpoint to --export, and its loss log
+    /// to RUN/loss.csv (no training).
     #[arg(long)]
     pub export_only: bool,
     /// cpu or cuda:N.
@@ -91,6 +92,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| args.run.join("model"));
         trainer.export_ema(&export)?;
+        write_loss_csv(&args.run.join("loss.csv"), &trainer)?;
         println!(
             "wrote the EMA weights at step {} to {}",
             trainer.step(),

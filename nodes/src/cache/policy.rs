@@ -45,7 +45,7 @@ impl DbRules {
 
     /// `step ∈ range(0, W, I)`: the forced computes of the warmup window.
     pub fn in_warmup(&self, step: usize) -> bool {
-        step < self.warmup && step % self.interval == 0
+        step < self.warmup && step.is_multiple_of(self.interval)
     }
 }
 

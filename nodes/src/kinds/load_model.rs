@@ -27,7 +27,7 @@ impl NodeKind for LoadModel {
             params: vec![
                 ParamSpec::text(
                     "model",
-                    "random-tiny",
+                    crate::models::builtin::DEFAULT_MODEL,
                     "built-in model name, or a path to a diffusers DiT checkpoint folder",
                 ),
                 ParamSpec::choice(

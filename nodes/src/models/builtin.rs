@@ -1,10 +1,12 @@
 //! Models that ship with the app and are found by name, and the one entry point that loads a
 //! model from a built-in name or a checkpoint path.
 
+use super::dit::DiT;
 use super::dit::{random, DiTConfig};
 use super::loading::{dit_from_tensors, load_dit};
 use super::{LoadedModel, ModelError};
 use crate::device::{parse_dtype, DeviceSpec};
+use candle_core::{DType, Device};
 use std::path::Path;
 
 /// A model found by name.
@@ -12,11 +14,34 @@ use std::path::Path;
 pub struct BuiltinModel {
     pub name: &'static str,
     pub description: &'static str,
-    config: fn() -> DiTConfig,
-    seed: u64,
+    weights: BuiltinWeights,
 }
 
-/// The untrained placeholder (seeded random weights) until the trained default model ships.
+/// Where a built-in model's weights come from.
+#[derive(Debug, Clone)]
+enum BuiltinWeights {
+    /// Seeded random weights for an architecture (an untrained control).
+    Random {
+        config: fn() -> DiTConfig,
+        seed: u64,
+    },
+    /// A diffusers checkpoint compiled into the binary.
+    Embedded {
+        config_json: &'static str,
+        safetensors: &'static [u8],
+    },
+}
+
+/// The embedded default model (`cachedit train`; see models/scenes-dit/README.md).
+const SCENES_DIT_CONFIG: &str = include_str!("../../../models/scenes-dit/config.json");
+const SCENES_DIT_WEIGHTS: &[u8] =
+    include_bytes!("../../../models/scenes-dit/diffusion_pytorch_model.safetensors");
+
+/// The name of the model new workflows use.
+pub const DEFAULT_MODEL: &str = "scenes-dit";
+
+/// A small untrained DiT (seeded random weights): fast, for tests and as the control that
+/// shows what the trained model's evaluation numbers mean.
 pub fn random_tiny_config() -> DiTConfig {
     DiTConfig {
         num_attention_heads: 3,
@@ -48,12 +73,57 @@ pub fn scenes_dit_config() -> DiTConfig {
 }
 
 pub fn builtin_models() -> Vec<BuiltinModel> {
-    vec![BuiltinModel {
-        name: "random-tiny",
-        description: "untrained DiT (seeded random weights), 32×32 RGB, 6 blocks, 10 classes",
-        config: random_tiny_config,
-        seed: 0,
-    }]
+    vec![
+        BuiltinModel {
+            name: DEFAULT_MODEL,
+            description: "trained DiT (embedded), 32×32 RGB scenes, 12 blocks, 10 classes",
+            weights: BuiltinWeights::Embedded {
+                config_json: SCENES_DIT_CONFIG,
+                safetensors: SCENES_DIT_WEIGHTS,
+            },
+        },
+        BuiltinModel {
+            name: "random-tiny",
+            description: "untrained DiT (seeded random weights), 32×32 RGB, 6 blocks, 10 classes",
+            weights: BuiltinWeights::Random {
+                config: random_tiny_config,
+                seed: 0,
+            },
+        },
+    ]
+}
+
+impl BuiltinModel {
+    /// The model's architecture.
+    pub fn config(&self) -> Result<DiTConfig, ModelError> {
+        match &self.weights {
+            BuiltinWeights::Random { config, .. } => Ok(config()),
+            BuiltinWeights::Embedded { config_json, .. } => parse_config(self.name, config_json),
+        }
+    }
+
+    fn load(&self, dtype: DType, device: &Device) -> Result<DiT, ModelError> {
+        let context = format!("built-in model {}", self.name);
+        let config = self.config()?;
+        let tensors = match &self.weights {
+            BuiltinWeights::Random { seed, .. } => random::random_tensors(&config, *seed),
+            BuiltinWeights::Embedded { safetensors, .. } => {
+                candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
+            }
+        }
+        .map_err(ModelError::candle(context))?;
+        dit_from_tensors(&config, tensors, dtype, device)
+    }
+}
+
+fn parse_config(name: &str, json: &str) -> Result<DiTConfig, ModelError> {
+    let bad = |message: String| ModelError::File {
+        path: format!("built-in model {name} (config.json)"),
+        message,
+    };
+    let config: DiTConfig = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    config.check().map_err(bad)?;
+    Ok(config)
 }
 
 /// Loads `model` (a built-in name or a checkpoint path) on `device` (`cpu`, `cuda:N`) in
@@ -62,12 +132,7 @@ pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel,
     let device = DeviceSpec::parse(device)?.open()?;
     let dtype = parse_dtype(dtype, &device)?;
     let dit = match builtin_models().into_iter().find(|m| m.name == model) {
-        Some(b) => {
-            let config = (b.config)();
-            let tensors = random::random_tensors(&config, b.seed)
-                .map_err(ModelError::candle(format!("built-in model {}", b.name)))?;
-            dit_from_tensors(&config, tensors, dtype, &device)?
-        }
+        Some(b) => b.load(dtype, &device)?,
         None => {
             let path = Path::new(model);
             if !path.exists() && !model.contains(['/', '\\']) && !model.contains('.') {
@@ -86,4 +151,30 @@ pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel,
         device,
         dtype,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_model_is_the_scenes_architecture() {
+        let default = builtin_models()
+            .into_iter()
+            .find(|m| m.name == DEFAULT_MODEL)
+            .expect("the default model is built in");
+        assert_eq!(default.config().unwrap(), scenes_dit_config());
+        let loaded = load_model(DEFAULT_MODEL, "f32", "cpu").unwrap();
+        assert_eq!(loaded.dit.config().num_layers, 12);
+    }
+
+    #[test]
+    fn an_unknown_name_lists_the_built_in_models() {
+        let err = load_model("no-such-model", "f32", "cpu").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("scenes-dit") && text.contains("random-tiny"),
+            "{text}"
+        );
+    }
 }

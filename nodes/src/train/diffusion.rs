@@ -335,7 +335,12 @@ impl DiffusionTrainer {
                 eta_secs: step_secs * (total - self.step) as f64,
             };
             let stop = on_progress(&progress) == TrainFlow::Stop;
-            if stop || self.step % self.config.checkpoint_every.max(1) == 0 || self.step == total {
+            if stop
+                || self
+                    .step
+                    .is_multiple_of(self.config.checkpoint_every.max(1))
+                || self.step == total
+            {
                 self.save_checkpoint(dir)?;
             }
             if stop {

@@ -103,13 +103,13 @@ impl DiTConfig {
                 return Err(format!("{name} must be positive"));
             }
         }
-        if self.sample_size % self.patch_size != 0 {
+        if !self.sample_size.is_multiple_of(self.patch_size) {
             return Err(format!(
                 "sample_size {} is not a multiple of patch_size {}",
                 self.sample_size, self.patch_size
             ));
         }
-        if self.hidden_size() % 4 != 0 {
+        if !self.hidden_size().is_multiple_of(4) {
             return Err(format!(
                 "hidden size {} must be divisible by 4 for the 2-D position embedding",
                 self.hidden_size()
