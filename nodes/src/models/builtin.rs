@@ -3,7 +3,7 @@
 
 use super::dit::DiT;
 use super::dit::{random, DiTConfig};
-use super::loading::{dit_from_tensors, load_dit};
+use super::loading::{dit_from_tensors, load_dit, parse_config};
 use super::{LoadedModel, ModelError};
 use crate::device::{parse_dtype, DeviceSpec};
 use candle_core::{DType, Device};
@@ -98,7 +98,10 @@ impl BuiltinModel {
     pub fn config(&self) -> Result<DiTConfig, ModelError> {
         match &self.weights {
             BuiltinWeights::Random { config, .. } => Ok(config()),
-            BuiltinWeights::Embedded { config_json, .. } => parse_config(self.name, config_json),
+            BuiltinWeights::Embedded { config_json, .. } => parse_config(
+                config_json,
+                &format!("built-in model {} (config.json)", self.name),
+            ),
         }
     }
 
@@ -114,16 +117,6 @@ impl BuiltinModel {
         .map_err(ModelError::candle(context))?;
         dit_from_tensors(&config, tensors, dtype, device)
     }
-}
-
-fn parse_config(name: &str, json: &str) -> Result<DiTConfig, ModelError> {
-    let bad = |message: String| ModelError::File {
-        path: format!("built-in model {name} (config.json)"),
-        message,
-    };
-    let config: DiTConfig = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
-    config.check().map_err(bad)?;
-    Ok(config)
 }
 
 /// Loads `model` (a built-in name or a checkpoint path) on `device` (`cpu`, `cuda:N`) in

@@ -102,9 +102,17 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
 /// Reads a diffusers `config.json` for a DiT.
 pub fn read_config(path: &Path) -> Result<DiTConfig, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
-    let config: DiTConfig =
-        serde_json::from_str(&text).map_err(|e| file_error(path, e.to_string()))?;
-    config.check().map_err(|e| file_error(path, e))?;
+    parse_config(&text, &path.display().to_string())
+}
+
+/// Parses and checks the text of a `config.json`; `origin` names it in errors.
+pub fn parse_config(json: &str, origin: &str) -> Result<DiTConfig, ModelError> {
+    let bad = |message: String| ModelError::File {
+        path: origin.to_string(),
+        message,
+    };
+    let config: DiTConfig = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    config.check().map_err(bad)?;
     Ok(config)
 }
 
