@@ -2,8 +2,10 @@
 //! the stats fill in, cancel, undo/redo, save/reopen, malformed files; snapshots of every node
 //! kind's body and of the Detailed Stats view.
 
-use cachedit::gui::app::Dialog;
+use cachedit::gui::app::{Dialog, Pending};
 use cachedit::gui::body::{node_body, BodyContext};
+use cachedit::gui::chooser::{Chooser, Purpose, Request};
+use cachedit::gui::doc::Clip;
 use cachedit::gui::runner::{NodeStatus, Runner};
 use cachedit::gui::theme::Theme;
 use cachedit::gui::{EditorApp, EditorOptions};
@@ -18,7 +20,7 @@ use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
@@ -36,6 +38,7 @@ fn env() -> Env {
         config_dir: dir.path().join("config"),
         output_dir: dir.path().join("out"),
         hide_times: true,
+        chooser: Chooser::Builtin,
     };
     Env { _dir: dir, options }
 }
@@ -43,6 +46,8 @@ fn env() -> Env {
 fn harness(app: EditorApp) -> Harness<'static, EditorApp> {
     Harness::builder()
         .with_size([1400.0, 900.0])
+        // Fitting the view to the nodes takes a few frames.
+        .with_max_steps(12)
         .build_ui_state(
             |ui, app: &mut EditorApp| {
                 app.logic(ui.ctx());
@@ -50,6 +55,14 @@ fn harness(app: EditorApp) -> Harness<'static, EditorApp> {
             },
             app,
         )
+}
+
+/// A harness whose view shows every node (the canvas geometry tests aim the mouse at them).
+fn fitted(app: EditorApp) -> Harness<'static, EditorApp> {
+    let mut h = harness(app);
+    h.state_mut().canvas.request_fit();
+    h.run();
+    h
 }
 
 /// Steps the UI until the run is over (the executor works on its own thread meanwhile).
@@ -64,6 +77,135 @@ fn step_until_idle(h: &mut Harness<'_, EditorApp>, limit: Duration) {
         std::thread::sleep(Duration::from_millis(5));
     }
     h.step();
+}
+
+/// A press of `button` at `from`, a move to `to` over several frames, and a release.
+fn mouse_drag(h: &mut Harness<'_, EditorApp>, from: egui::Pos2, to: egui::Pos2) {
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.step();
+    // A few pixels first: the drag starts on the pin before the pointer leaves it.
+    h.hover_at(from + egui::vec2(2.0, 0.0));
+    h.step();
+    for i in 1..=10 {
+        h.hover_at(from + (to - from) * (i as f32 / 10.0));
+        h.step();
+    }
+    h.event(egui::Event::PointerButton {
+        pos: to,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: Modifiers::NONE,
+    });
+    h.step();
+    // A menu with a focused search field keeps repainting (the cursor blinks).
+    let _ = h.run_ok();
+}
+
+/// A click of `button` at `at`, holding `modifiers`.
+fn mouse_click(
+    h: &mut Harness<'_, EditorApp>,
+    at: egui::Pos2,
+    button: egui::PointerButton,
+    modifiers: Modifiers,
+) {
+    h.hover_at(at);
+    h.step();
+    for pressed in [true, false] {
+        h.event_modifiers(
+            egui::Event::PointerButton {
+                pos: at,
+                button,
+                pressed,
+                modifiers,
+            },
+            modifiers,
+        );
+        h.step();
+    }
+    h.run();
+}
+
+/// Where a port's pin is on screen.
+fn pin(h: &Harness<'_, EditorApp>, node: NodeId, port: &str, input: bool) -> egui::Pos2 {
+    h.state()
+        .canvas
+        .pin_pos(&PortRef::new(node, port), input)
+        .unwrap_or_else(|| panic!("pin {node}.{port} is not drawn"))
+}
+
+/// A point on a node's title bar, on screen.
+fn title_of(h: &Harness<'_, EditorApp>, node: NodeId) -> egui::Pos2 {
+    let r = h
+        .state()
+        .canvas
+        .node_rect(node)
+        .unwrap_or_else(|| panic!("node {node} is not drawn"));
+    r.left_top() + egui::vec2(60.0, 10.0)
+}
+
+/// A spot of empty canvas, well clear of every node, on screen.
+fn empty_canvas(h: &Harness<'_, EditorApp>) -> egui::Pos2 {
+    let app = h.state();
+    let rects: Vec<egui::Rect> = app
+        .doc
+        .workflow()
+        .nodes
+        .iter()
+        .filter_map(|n| app.canvas.node_rect(n.id))
+        .collect();
+    (0..40)
+        .flat_map(|row| (0..60).map(move |col| egui::pos2(col as f32 * 25.0, row as f32 * 25.0)))
+        .find(|p| {
+            app.canvas.shows(*p)
+                && app.canvas.shows(*p + egui::vec2(260.0, 160.0))
+                && rects
+                    .iter()
+                    .all(|r| r.expand(40.0).distance_to_pos(*p) > 0.0)
+        })
+        .expect("some empty canvas")
+}
+
+fn has_link(wf: &Workflow, from: &PortRef, to: &PortRef) -> bool {
+    wf.links.iter().any(|l| &l.from == from && &l.to == to)
+}
+
+/// The window was asked to close (a viewport command of the last frame).
+fn close_sent(h: &Harness<'_, EditorApp>, command: &egui::ViewportCommand) -> bool {
+    h.output()
+        .viewport_output
+        .get(&egui::ViewportId::ROOT)
+        .is_some_and(|v| v.commands.contains(command))
+}
+
+/// The window manager's close button.
+fn request_close(h: &mut Harness<'_, EditorApp>) {
+    h.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+    h.step();
+}
+
+/// Steps until `done` holds (a native dialog answers on its own thread).
+fn step_until(
+    h: &mut Harness<'_, EditorApp>,
+    what: &str,
+    done: impl Fn(&Harness<'_, EditorApp>) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what}: timed out; last notice {:?}",
+            h.state().toasts.last()
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The model the default workflow loads (whatever it is named today).
@@ -669,4 +811,294 @@ fn hovering_a_timeline_cell_shows_that_steps_numbers() {
     h.run_steps(8);
     h.get_by_label_contains("step 5 (cond)");
     h.get_by_label_contains("residual diff");
+}
+
+#[test]
+fn wiring_pins_with_the_mouse_connects_them_and_refuses_a_wrong_type() {
+    let e = env();
+    let mut app = EditorApp::new(e.options.clone());
+    let load = app.add_from_palette("LoadModel");
+    let sampler = app.add_from_palette("Sampler");
+    let save = app.add_from_palette("SaveImage");
+    let mut h = fitted(app);
+    let (from, to) = (PortRef::new(load, "model"), PortRef::new(sampler, "model"));
+    let (a, b) = (
+        pin(&h, load, "model", false),
+        pin(&h, sampler, "model", true),
+    );
+    mouse_drag(&mut h, a, b);
+    assert!(
+        has_link(h.state().doc.workflow(), &from, &to),
+        "{:?}",
+        h.state().doc.workflow().links
+    );
+    // The wire is drawn on the canvas too.
+    assert_eq!(h.state().canvas.snarl.wires().count(), 1);
+    // MODEL into IMAGE: refused, with the reason in a notification.
+    let (a, b) = (pin(&h, load, "model", false), pin(&h, save, "image", true));
+    mouse_drag(&mut h, a, b);
+    let wf = h.state().doc.workflow();
+    assert!(wf.links.iter().all(|l| l.to.node != save), "{:?}", wf.links);
+    let notice = h.state().toasts.last().expect("a notification");
+    assert!(
+        notice.error && notice.text.contains("MODEL") && notice.text.contains("IMAGE"),
+        "{}",
+        notice.text
+    );
+    assert_eq!(h.state().canvas.snarl.wires().count(), 1);
+}
+
+#[test]
+fn a_wire_dropped_on_empty_canvas_offers_the_kinds_that_fit() {
+    let e = env();
+    let mut app = EditorApp::new(e.options.clone());
+    let sampler = app.add_from_palette("Sampler");
+    let mut h = fitted(app);
+    let to = empty_canvas(&h);
+    let from = pin(&h, sampler, "image", false);
+    mouse_drag(&mut h, from, to);
+    h.get_by_label("Add a node that takes IMAGE");
+    // Save Image takes an image, Load Model does not: only the palette lists Load Model.
+    assert_eq!(h.get_all_by_label("Load Model").count(), 1);
+    let offered: Vec<egui::Rect> = h.get_all_by_label("Save Image").map(|n| n.rect()).collect();
+    assert_eq!(offered.len(), 2, "palette and menu");
+    let in_menu = offered
+        .iter()
+        .copied()
+        .max_by(|a, b| a.left().total_cmp(&b.left()))
+        .expect("menu entry");
+    mouse_click(
+        &mut h,
+        in_menu.center(),
+        egui::PointerButton::Primary,
+        Modifiers::NONE,
+    );
+    let wf = h.state().doc.workflow().clone();
+    let save = node_of(&wf, "SaveImage");
+    assert!(
+        has_link(
+            &wf,
+            &PortRef::new(sampler, "image"),
+            &PortRef::new(save, "image")
+        ),
+        "{:?}",
+        wf.links
+    );
+    // The new node sits where the wire was dropped.
+    let placed = h.state().canvas.node_rect(save).expect("drawn");
+    assert!(placed.expand(4.0).contains(to), "{placed:?} vs {to:?}");
+}
+
+#[test]
+fn the_node_context_menu_duplicates_and_deletes() {
+    let e = env();
+    let mut app = EditorApp::new(e.options.clone());
+    let sampler = app.add_from_palette("Sampler");
+    app.doc.set_param(sampler, "steps", Value::Int(13));
+    let mut h = fitted(app);
+    let samplers = |h: &Harness<'_, EditorApp>| -> Vec<NodeId> {
+        let wf = h.state().doc.workflow();
+        wf.nodes
+            .iter()
+            .filter(|n| n.kind == "Sampler")
+            .map(|n| n.id)
+            .collect()
+    };
+    let at = title_of(&h, sampler);
+    mouse_click(&mut h, at, egui::PointerButton::Secondary, Modifiers::NONE);
+    h.get_by_label("Duplicate").click();
+    h.run();
+    let both = samplers(&h);
+    assert_eq!(both.len(), 2, "{both:?}");
+    let copy = both
+        .into_iter()
+        .find(|id| *id != sampler)
+        .expect("the copy");
+    let params = |id| h.state().doc.workflow().node(id).map(|n| n.params.clone());
+    assert_eq!(params(copy), params(sampler), "the copy keeps the params");
+    let at = title_of(&h, sampler);
+    mouse_click(&mut h, at, egui::PointerButton::Secondary, Modifiers::NONE);
+    h.get_by_label("Delete").click();
+    h.run();
+    assert_eq!(samplers(&h), vec![copy]);
+    // One undo brings it back.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run();
+    assert_eq!(samplers(&h).len(), 2);
+}
+
+#[test]
+fn copy_and_paste_with_the_keyboard_and_between_windows() {
+    let e = env();
+    let mut app = EditorApp::new(e.options.clone());
+    let load = app.add_from_palette("LoadModel");
+    let sampler = app.add_from_palette("Sampler");
+    app.connect(PortRef::new(load, "model"), PortRef::new(sampler, "model"))
+        .expect("link");
+    let mut h = fitted(app);
+    // Shift+click selects, a second Shift+click adds to the selection.
+    let at = title_of(&h, load);
+    mouse_click(&mut h, at, egui::PointerButton::Primary, Modifiers::SHIFT);
+    let at = title_of(&h, sampler);
+    mouse_click(&mut h, at, egui::PointerButton::Primary, Modifiers::SHIFT);
+    let mut selected = h.state().canvas.selected(&h.ctx);
+    selected.sort();
+    assert_eq!(selected, vec![load, sampler]);
+    // Copy: the desktop's Ctrl+C arrives as a Copy event; the nodes go to the system clipboard.
+    h.event(egui::Event::Copy);
+    h.step();
+    let text = h
+        .output()
+        .platform_output
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            egui::OutputCommand::CopyText(t) => Some(t.clone()),
+            _ => None,
+        })
+        .expect("copied to the system clipboard");
+    let clip = Clip::from_text(&text).expect("our clip");
+    assert_eq!(clip.nodes.len(), 2);
+    // Ctrl+V with the pointer over empty canvas pastes there, links included.
+    let at = empty_canvas(&h);
+    h.hover_at(at);
+    h.step();
+    h.key_press_modifiers(Modifiers::COMMAND, Key::V);
+    h.run();
+    let wf = h.state().doc.workflow().clone();
+    assert_eq!(wf.nodes.len(), 4);
+    assert_eq!(wf.links.len(), 2);
+    let pasted_load = wf
+        .nodes
+        .iter()
+        .filter(|n| n.kind == "LoadModel")
+        .map(|n| n.id)
+        .max()
+        .expect("pasted");
+    let placed = h.state().doc.workflow().node(pasted_load).map(|n| n.pos);
+    let want = h.state().canvas.to_graph(at);
+    assert_eq!(placed, Some([want.x, want.y]));
+    // Another editor window gets the nodes through the clipboard text (a Paste event).
+    let mut other = harness(EditorApp::new(e.options.clone()));
+    other.run();
+    other.event(egui::Event::Paste(text));
+    other.step();
+    other.run();
+    let got = other.state().doc.workflow();
+    assert_eq!(got.nodes.len(), 2);
+    assert_eq!(got.links.len(), 1);
+    // Text that is not ours pastes nothing.
+    other.event(egui::Event::Paste("hello".into()));
+    other.step();
+    assert_eq!(other.state().doc.workflow().nodes.len(), 2);
+}
+
+#[test]
+fn closing_with_unsaved_changes_asks_and_save_then_closes() {
+    let e = env();
+    std::fs::create_dir_all(&e.options.config_dir).expect("dir");
+    let target = e.options.config_dir.join("kept");
+    let asked: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let log = Arc::clone(&asked);
+    let chosen = target.clone();
+    let options = EditorOptions {
+        chooser: Chooser::Native(Arc::new(move |r: &Request| {
+            log.lock().expect("lock").push(r.clone());
+            // A person takes longer than this to answer.
+            std::thread::sleep(Duration::from_millis(400));
+            Some(chosen.clone())
+        })),
+        ..e.options.clone()
+    };
+    let mut app = EditorApp::new(options);
+    app.add_from_palette("Sampler");
+    let mut h = harness(app);
+    h.run();
+    request_close(&mut h);
+    assert!(
+        close_sent(&h, &egui::ViewportCommand::CancelClose),
+        "the close is held back"
+    );
+    h.run();
+    assert_eq!(h.state().dialog, Some(Dialog::Unsaved(Pending::Quit)));
+    // Cancel keeps the window and the work.
+    h.get_by_label("Cancel").click();
+    h.run();
+    assert!(h.state().dialog.is_none());
+    assert!(!close_sent(&h, &egui::ViewportCommand::Close));
+    // Close again, Save: the document has no file yet, so the save dialog asks where, then the
+    // window closes.
+    request_close(&mut h);
+    h.run();
+    h.get_by_label("Save").click();
+    h.step();
+    h.step();
+    h.get_by_label("Choosing where to save…");
+    step_until(&mut h, "saved and closed", |h| {
+        close_sent(h, &egui::ViewportCommand::Close)
+    });
+    let saved = target.with_extension("ron");
+    let back = load_workflow(&saved).expect("saved before closing");
+    assert_eq!(&back, h.state().doc.workflow());
+    let asked = asked.lock().expect("lock").clone();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].purpose, Purpose::SaveAs);
+    assert_eq!(asked[0].file_name.as_deref(), Some("my_workflow.ron"));
+}
+
+#[test]
+fn open_uses_the_native_dialog_and_falls_back_when_none_comes_up() {
+    let e = env();
+    let example = repo().join("workflows/cache_adaptive.ron");
+    let chosen = example.clone();
+    let options = EditorOptions {
+        chooser: Chooser::Native(Arc::new(move |r: &Request| {
+            std::thread::sleep(Duration::from_millis(400));
+            (r.purpose == Purpose::Open).then(|| chosen.clone())
+        })),
+        ..e.options.clone()
+    };
+    let mut h = harness(EditorApp::new(options));
+    h.run();
+    h.key_press_modifiers(Modifiers::COMMAND, Key::O);
+    h.step();
+    h.get_by_label("Choosing a workflow to open…");
+    step_until(&mut h, "opened", |h| {
+        h.state().doc.path.as_deref() == Some(example.as_path())
+    });
+    assert_eq!(
+        h.state().doc.workflow(),
+        &load_workflow(&example).expect("example")
+    );
+    // Cancel in the native dialog (a slow "no") leaves everything as it is.
+    h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::S);
+    h.step();
+    h.get_by_label("Choosing where to save…");
+    step_until(&mut h, "cancelled", |h| {
+        h.query_all_by_label("Choosing where to save…").count() == 0
+    });
+    assert!(h.state().dialog.is_none());
+    assert!(matches!(h.state().options.chooser, Chooser::Native(_)));
+
+    // A desktop with no dialog to show answers "no" at once: the in-app dialog takes over.
+    let options = EditorOptions {
+        chooser: Chooser::Native(Arc::new(|_: &Request| None)),
+        ..e.options.clone()
+    };
+    let mut h = harness(EditorApp::new(options));
+    h.run();
+    h.key_press_modifiers(Modifiers::COMMAND, Key::O);
+    step_until(&mut h, "fell back", |h| h.state().dialog.is_some());
+    assert_eq!(
+        h.state().dialog,
+        Some(Dialog::Open {
+            path: String::new()
+        })
+    );
+    assert!(matches!(h.state().options.chooser, Chooser::Builtin));
+    assert!(h
+        .state()
+        .toasts
+        .last()
+        .is_some_and(|n| n.text.contains("built-in")));
 }

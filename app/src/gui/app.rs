@@ -3,6 +3,7 @@
 
 use super::body::{BodyContext, SAMPLER};
 use super::canvas::{Action, Canvas};
+use super::chooser::{self, Answer, Chooser, Purpose, Request, Waiting};
 use super::doc::{Clip, EditorDoc};
 use super::files::{self, Settings};
 use super::notify::Toasts;
@@ -30,6 +31,8 @@ pub struct EditorOptions {
     pub output_dir: PathBuf,
     /// Hide wall-clock numbers (snapshot tests).
     pub hide_times: bool,
+    /// The file chooser for Open… and Save as… (native where the desktop has one).
+    pub chooser: Chooser,
 }
 
 impl Default for EditorOptions {
@@ -39,6 +42,7 @@ impl Default for EditorOptions {
             output_dir: std::env::var_os("CACHEDIT_OUTPUT_DIR")
                 .map_or_else(|| PathBuf::from("out"), PathBuf::from),
             hide_times: false,
+            chooser: Chooser::from_env(),
         }
     }
 }
@@ -59,6 +63,8 @@ pub enum Dialog {
     },
     SaveAs {
         path: String,
+        /// What to do once saved (the unsaved-changes question asked for a save first).
+        then: Option<Pending>,
     },
     Unsaved(Pending),
     Recover(Box<Workflow>),
@@ -93,6 +99,8 @@ pub struct EditorApp {
     fit_after_run: bool,
     devices: Vec<String>,
     title: String,
+    /// A native file dialog open now, and what follows a save made through it.
+    waiting: Option<Waiting<Option<Pending>>>,
 }
 
 impl EditorApp {
@@ -131,6 +139,7 @@ impl EditorApp {
             quick_add: None,
             devices: available_devices(),
             title: String::new(),
+            waiting: None,
         }
     }
 
@@ -191,16 +200,104 @@ impl EditorApp {
             Some(p) => {
                 let _ = self.save_to(&p);
             }
-            None => self.ask_save_as(),
+            None => self.ask_save_as(None),
         }
     }
 
-    fn ask_save_as(&mut self) {
+    /// Open…: the native dialog, or the in-app one.
+    pub fn ask_open(&mut self) {
+        let start_dir = self
+            .doc
+            .path
+            .as_ref()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(files::workflows_dir);
+        let request = Request {
+            purpose: Purpose::Open,
+            start_dir,
+            file_name: None,
+        };
+        self.ask(request, None);
+    }
+
+    /// Save as…: the native dialog, or the in-app one; `then` runs after a successful save.
+    pub fn ask_save_as(&mut self, then: Option<Pending>) {
         let default = files::workflows_dir().join("my_workflow.ron");
         let path = self.doc.path.clone().unwrap_or(default);
-        self.dialog = Some(Dialog::SaveAs {
-            path: path.display().to_string(),
+        let request = Request {
+            purpose: Purpose::SaveAs,
+            start_dir: path
+                .parent()
+                .map_or_else(files::workflows_dir, Path::to_path_buf),
+            file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        };
+        self.ask(request, then);
+    }
+
+    fn ask(&mut self, request: Request, then: Option<Pending>) {
+        match self.options.chooser.clone() {
+            Chooser::Native(pick) => {
+                if self.waiting.is_none() {
+                    self.waiting = Some(Waiting::spawn(pick, request, then));
+                }
+            }
+            Chooser::Builtin => self.builtin_dialog(&request, then),
+        }
+    }
+
+    fn builtin_dialog(&mut self, request: &Request, then: Option<Pending>) {
+        self.dialog = Some(match request.purpose {
+            Purpose::Open => Dialog::Open {
+                path: String::new(),
+            },
+            Purpose::SaveAs => {
+                let name = request.file_name.as_deref().unwrap_or("my_workflow.ron");
+                Dialog::SaveAs {
+                    path: request.start_dir.join(name).display().to_string(),
+                    then,
+                }
+            }
         });
+    }
+
+    /// A native dialog's answer, once it comes: open or save what was chosen; if no dialog
+    /// could be shown, switch to the in-app one for the rest of the session.
+    fn poll_chooser(&mut self, ctx: &egui::Context) {
+        let Some(waiting) = &self.waiting else {
+            return;
+        };
+        let answer = waiting.poll();
+        if answer == Answer::Pending {
+            ctx.request_repaint_after(std::time::Duration::from_millis(50));
+            return;
+        }
+        let Some(waiting) = self.waiting.take() else {
+            return;
+        };
+        match (answer, waiting.request.purpose) {
+            (Answer::Chosen(path), Purpose::Open) => self.guard_unsaved(Pending::Open(path)),
+            (Answer::Chosen(path), Purpose::SaveAs) => {
+                self.save_then(&chooser::with_ron_extension(&path), waiting.then);
+            }
+            (Answer::Unavailable, _) => {
+                self.options.chooser = Chooser::Builtin;
+                self.toasts.info(
+                    "No native file dialog on this desktop (no XDG portal, no zenity): \
+                     using the built-in one.",
+                );
+                self.builtin_dialog(&waiting.request, waiting.then);
+            }
+            (Answer::Cancelled | Answer::Pending, _) => {}
+        }
+    }
+
+    /// Saves to `path`, then does what was waiting on the save.
+    fn save_then(&mut self, path: &Path, then: Option<Pending>) {
+        if self.save_to(path).is_ok() {
+            if let Some(then) = then {
+                self.do_pending(then);
+            }
+        }
     }
 
     /// Runs `f` now if there is nothing unsaved, else asks first.
@@ -300,17 +397,38 @@ impl EditorApp {
         self.doc.redo();
     }
 
-    pub fn copy_selection(&mut self, ids: &[NodeId]) {
-        if !ids.is_empty() {
-            self.clip = Some(self.doc.copy(ids));
+    /// Copies the nodes (and the links among them); returns the clip as text for the system
+    /// clipboard.
+    pub fn copy_selection(&mut self, ids: &[NodeId]) -> Option<String> {
+        if ids.is_empty() {
+            return None;
         }
+        let clip = self.doc.copy(ids);
+        let text = clip.to_text();
+        self.clip = Some(clip);
+        text
     }
 
-    pub fn paste(&mut self) -> Vec<NodeId> {
-        match self.clip.clone() {
-            Some(clip) => self.doc.paste(&clip, [40.0, 40.0]),
-            None => Vec::new(),
+    /// Pastes the last copied nodes, or nodes copied in another editor window (`text` from
+    /// the system clipboard), with their top-left corner at `at` (graph coordinates) or just
+    /// below and right of where they were.
+    pub fn paste(&mut self, text: Option<&str>, at: Option<egui::Pos2>) -> Vec<NodeId> {
+        let Some(mut clip) = text.and_then(Clip::from_text).or_else(|| self.clip.clone()) else {
+            return Vec::new();
+        };
+        let before = clip.nodes.len();
+        clip.nodes.retain(|n| self.registry.spec(&n.kind).is_some());
+        if clip.nodes.len() < before {
+            self.toasts.error(format!(
+                "{} pasted node(s) are of kinds this build does not know; left out",
+                before - clip.nodes.len()
+            ));
         }
+        let offset = match (at, clip.origin()) {
+            (Some(at), Some(o)) => [at.x - o[0], at.y - o[1]],
+            _ => [40.0, 40.0],
+        };
+        self.doc.paste(&clip, offset)
     }
 
     /// Applies one canvas action to the document.
@@ -401,6 +519,7 @@ impl EditorApp {
             ctx.request_repaint_after(std::time::Duration::from_millis(40));
         }
         self.load_images(ctx);
+        self.poll_chooser(ctx);
         self.autosave(ctx);
         self.shortcuts(ctx);
         self.dropped_files(ctx);
@@ -476,7 +595,7 @@ impl EditorApp {
     }
 
     fn shortcuts(&mut self, ctx: &egui::Context) {
-        if self.dialog.is_some() {
+        if self.dialog.is_some() || self.waiting.is_some() {
             return;
         }
         let typing = ctx.memory(|m| m.focused().is_some());
@@ -487,15 +606,13 @@ impl EditorApp {
             self.run();
         }
         if pressed(Key::S, shift_cmd) {
-            self.ask_save_as();
+            self.ask_save_as(None);
         }
         if pressed(Key::S, cmd) {
             self.save();
         }
         if pressed(Key::O, cmd) {
-            self.dialog = Some(Dialog::Open {
-                path: String::new(),
-            });
+            self.ask_open();
         }
         if pressed(Key::N, cmd) {
             self.guard_unsaved(Pending::New);
@@ -522,18 +639,29 @@ impl EditorApp {
         if pressed(Key::D, cmd) {
             self.apply(Action::Duplicate(selected.clone()));
         }
+        // A desktop turns Ctrl+C / Ctrl+V into Copy and Paste events (Paste only when the
+        // system clipboard holds text, which a copy here makes sure of); raw keys also count.
         let (copy, paste) = ctx.input(|i| {
             let copy = i.events.iter().any(|e| matches!(e, egui::Event::Copy))
                 || (i.key_pressed(Key::C) && i.modifiers.command);
-            let paste = i.events.iter().any(|e| matches!(e, egui::Event::Paste(_)))
-                || (i.key_pressed(Key::V) && i.modifiers.command);
+            let pasted = i.events.iter().find_map(|e| match e {
+                egui::Event::Paste(text) => Some(Some(text.clone())),
+                _ => None,
+            });
+            let paste = pasted.or((i.key_pressed(Key::V) && i.modifiers.command).then_some(None));
             (copy, paste)
         });
         if copy {
-            self.copy_selection(&selected);
+            if let Some(text) = self.copy_selection(&selected) {
+                ctx.copy_text(text);
+            }
         }
-        if paste {
-            self.paste();
+        if let Some(text) = paste {
+            let at = ctx
+                .input(|i| i.pointer.hover_pos())
+                .filter(|p| self.canvas.shows(*p))
+                .map(|p| self.canvas.to_graph(p));
+            self.paste(text.as_deref(), at);
         }
     }
 
@@ -696,9 +824,7 @@ impl EditorApp {
                     self.guard_unsaved(Pending::New);
                 }
                 if ui.button("Open…").clicked() {
-                    self.dialog = Some(Dialog::Open {
-                        path: String::new(),
-                    });
+                    self.ask_open();
                 }
                 ui.menu_button("Open recent", |ui| {
                     if self.settings.recent.is_empty() {
@@ -725,7 +851,7 @@ impl EditorApp {
                     self.save();
                 }
                 if ui.button("Save as…").clicked() {
-                    self.ask_save_as();
+                    self.ask_save_as(None);
                 }
                 ui.separator();
                 if ui.button("Quit").clicked() {
@@ -751,10 +877,12 @@ impl EditorApp {
                     self.apply(Action::Duplicate(selected.clone()));
                 }
                 if ui.button("Copy selection").clicked() {
-                    self.copy_selection(&selected);
+                    if let Some(text) = self.copy_selection(&selected) {
+                        ui.ctx().copy_text(text);
+                    }
                 }
                 if ui.button("Paste").clicked() {
-                    self.paste();
+                    self.paste(None, None);
                 }
                 if ui.button("Delete selection").clicked() {
                     self.doc.remove_nodes(&selected);
@@ -877,7 +1005,31 @@ impl EditorApp {
         });
     }
 
+    /// While a native dialog is open the editor waits for it (and says so), with a way out to
+    /// the in-app dialog should the native one be lost behind other windows.
+    fn waiting_overlay(&mut self, ctx: &egui::Context) {
+        let Some(waiting) = &self.waiting else {
+            return;
+        };
+        let request = waiting.request.clone();
+        let mut switch = false;
+        egui::Modal::new(egui::Id::new("waiting-for-chooser")).show(ctx, |ui| {
+            ui.heading(match request.purpose {
+                Purpose::Open => "Choosing a workflow to open…",
+                Purpose::SaveAs => "Choosing where to save…",
+            });
+            ui.label("The file dialog is open in its own window.");
+            switch = ui.button("Type a path instead").clicked();
+        });
+        if switch {
+            if let Some(w) = self.waiting.take() {
+                self.builtin_dialog(&w.request, w.then);
+            }
+        }
+    }
+
     fn dialogs(&mut self, ctx: &egui::Context) {
+        self.waiting_overlay(ctx);
         let Some(dialog) = self.dialog.clone() else {
             return;
         };
@@ -916,25 +1068,22 @@ impl EditorApp {
                         next = Some(Dialog::Open { path });
                     }
                 }
-                Dialog::SaveAs { mut path } => {
+                Dialog::SaveAs { mut path, then } => {
                     ui.heading("Save workflow as");
                     let edit = ui.add(egui::TextEdit::singleline(&mut path).desired_width(480.0));
                     let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
                     ui.horizontal(|ui| {
                         if ui.button("Save").clicked() || enter {
                             close = true;
-                            let mut p = PathBuf::from(path.trim());
-                            if p.extension().is_none() {
-                                p.set_extension("ron");
-                            }
-                            let _ = self.save_to(&p);
+                            let p = chooser::with_ron_extension(Path::new(path.trim()));
+                            self.save_then(&p, then.clone());
                         }
                         if ui.button("Cancel").clicked() {
                             close = true;
                         }
                     });
                     if !close {
-                        next = Some(Dialog::SaveAs { path });
+                        next = Some(Dialog::SaveAs { path, then });
                     }
                 }
                 Dialog::Unsaved(then) => {
@@ -947,12 +1096,8 @@ impl EditorApp {
                         if ui.button("Save").clicked() {
                             close = true;
                             match self.doc.path.clone() {
-                                Some(p) => {
-                                    if self.save_to(&p).is_ok() {
-                                        self.do_pending(then.clone());
-                                    }
-                                }
-                                None => self.ask_save_as(),
+                                Some(p) => self.save_then(&p, Some(then.clone())),
+                                None => self.ask_save_as(Some(then.clone())),
                             }
                         }
                         if ui.button("Discard").clicked() {

@@ -8,9 +8,13 @@ use cachedit_nodes::graph::document::{NodeId, PortRef, Value, Workflow};
 use cachedit_nodes::registry::{KindSpec, PortType, Registry};
 use egui::emath::TSTransform;
 use egui::{Id, Pos2, Stroke, Ui};
-use egui_snarl::ui::{AnyPins, PinInfo, SnarlPin, SnarlStyle, SnarlViewer, SnarlWidget};
+use egui_snarl::ui::{
+    AnyPins, PinInfo, PinWireInfo, SnarlPin, SnarlStyle, SnarlViewer, SnarlWidget,
+};
 use egui_snarl::{InPin, InPinId, NodeId as SlotId, OutPin, OutPinId, Snarl};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 /// The canvas widget's id (its selection is read back with it).
 pub fn canvas_id() -> Id {
@@ -60,6 +64,36 @@ pub struct Canvas {
     /// Frames left before the view is fitted to the nodes (0 = no fit pending). A fit waits a
     /// frame so that node sizes are known.
     fit_in: u8,
+    /// Pin rectangles (graph coordinates) as last drawn, keyed by port and side.
+    pins: Rc<RefCell<PinRects>>,
+    /// The canvas area on screen, as last drawn.
+    view: Option<egui::Rect>,
+}
+
+/// Where each pin was drawn: (port, is it an input) → rectangle in graph coordinates.
+type PinRects = BTreeMap<(PortRef, bool), egui::Rect>;
+
+/// A pin that notes where it was drawn, so that a pin can be found on screen (by tests driving
+/// the mouse, and by anything that wants to point at a port).
+struct RecordedPin {
+    info: PinInfo,
+    key: Option<(PortRef, bool)>,
+    sink: Rc<RefCell<PinRects>>,
+}
+
+impl SnarlPin for RecordedPin {
+    fn draw(
+        self,
+        snarl_style: &SnarlStyle,
+        style: &egui::Style,
+        rect: egui::Rect,
+        painter: &egui::Painter,
+    ) -> PinWireInfo {
+        if let Some(key) = self.key {
+            self.sink.borrow_mut().insert(key, rect);
+        }
+        self.info.draw(snarl_style, style, rect, painter)
+    }
 }
 
 fn pos2(p: [f32; 2]) -> Pos2 {
@@ -161,13 +195,29 @@ impl Canvas {
 
     /// Asks for the view to be fitted to all nodes on the next frames.
     pub fn request_fit(&mut self) {
-        self.fit_in = 2;
+        self.fit_in = 4;
     }
 
     /// Is a screen position over a node (as drawn last frame)?
     pub fn node_at(&self, p: Pos2) -> bool {
         let g = self.to_graph(p);
         self.rects.values().any(|r| r.contains(g))
+    }
+
+    /// Where a port's pin is on screen (as drawn last frame); `input` picks the side.
+    pub fn pin_pos(&self, port: &PortRef, input: bool) -> Option<Pos2> {
+        let rect = *self.pins.borrow().get(&(port.clone(), input))?;
+        Some(self.to_global * rect.center())
+    }
+
+    /// A node's rectangle on screen (as drawn last frame).
+    pub fn node_rect(&self, id: NodeId) -> Option<egui::Rect> {
+        Some(self.to_global * *self.rects.get(&id)?)
+    }
+
+    /// Is a screen position on the canvas (not on a panel beside it)?
+    pub fn shows(&self, p: Pos2) -> bool {
+        self.view.is_some_and(|v| v.contains(p))
     }
 
     /// A screen position in graph coordinates.
@@ -190,13 +240,21 @@ impl Canvas {
         bcx: &mut BodyContext<'_>,
         search: &mut String,
     ) -> Vec<Action> {
+        // Fitted twice: node sizes settle once they are drawn at the new zoom (text wraps
+        // differently), and the second fit uses those sizes.
         let fit = match self.fit_in {
-            0 => None,
-            1 => self.fit_transform(ui.max_rect()),
+            1 | 3 => self.fit_transform(ui.max_rect()),
             _ => None,
         };
         self.fit_in = self.fit_in.saturating_sub(1);
+        if self.fit_in > 0 {
+            // The fit lands on a later frame; make sure there is one without waiting for input.
+            ui.ctx().request_repaint();
+        }
+        self.pins.borrow_mut().clear();
+        self.view = Some(ui.max_rect());
         let mut viewer = Viewer {
+            pins: Rc::clone(&self.pins),
             bcx,
             search,
             actions: Vec::new(),
@@ -277,6 +335,7 @@ struct Viewer<'a, 'b> {
     to_global: TSTransform,
     fit: Option<TSTransform>,
     rects: BTreeMap<NodeId, egui::Rect>,
+    pins: Rc<RefCell<PinRects>>,
 }
 
 impl Viewer<'_, '_> {
@@ -295,6 +354,14 @@ impl Viewer<'_, '_> {
         let id = *snarl.get_node(pin.node)?;
         let port = self.spec_of(id)?.outputs.get(pin.output)?;
         Some(PortRef::new(id, port.name))
+    }
+
+    fn recorded(&self, info: PinInfo, key: Option<(PortRef, bool)>) -> RecordedPin {
+        RecordedPin {
+            info,
+            key,
+            sink: Rc::clone(&self.pins),
+        }
     }
 
     fn out_type(&self, r: &PortRef) -> Option<PortType> {
@@ -423,7 +490,7 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
     ) -> impl SnarlPin + 'static {
         let id = snarl.get_node(pin.id.node).copied();
         let port = id.and_then(|id| self.spec_of(id)?.inputs.get(pin.id.input).cloned());
-        match port {
+        let info = match &port {
             Some(p) => {
                 let label = if p.required {
                     p.name.to_string()
@@ -435,7 +502,11 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
                 PinInfo::circle().with_fill(self.bcx.theme.pin(p.ty))
             }
             None => PinInfo::circle(),
-        }
+        };
+        self.recorded(
+            info,
+            id.zip(port).map(|(id, p)| (PortRef::new(id, p.name), true)),
+        )
     }
 
     fn show_output(
@@ -446,14 +517,19 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
     ) -> impl SnarlPin + 'static {
         let id = snarl.get_node(pin.id.node).copied();
         let port = id.and_then(|id| self.spec_of(id)?.outputs.get(pin.id.output).cloned());
-        match port {
+        let info = match &port {
             Some(p) => {
                 ui.label(p.name)
                     .on_hover_text(format!("{}: {}", p.ty, p.help));
                 PinInfo::circle().with_fill(self.bcx.theme.pin(p.ty))
             }
             None => PinInfo::circle(),
-        }
+        };
+        self.recorded(
+            info,
+            id.zip(port)
+                .map(|(id, p)| (PortRef::new(id, p.name), false)),
+        )
     }
 
     fn has_body(&mut self, _node: &NodeId) -> bool {
@@ -565,7 +641,11 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
                 (r, ty, false)
             }
         };
-        ui.label(format!("Add a node that takes {ty}"));
+        ui.label(if from_output {
+            format!("Add a node that takes {ty}")
+        } else {
+            format!("Add a node that gives {ty}")
+        });
         self.kind_menu(
             ui,
             pos,

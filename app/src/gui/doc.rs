@@ -2,6 +2,7 @@
 
 use cachedit_nodes::graph::document::{Link, Node, NodeId, PortRef, Value, Workflow};
 use cachedit_nodes::registry::Registry;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -13,6 +14,45 @@ pub const MAX_UNDO: usize = 200;
 pub struct Clip {
     pub nodes: Vec<Node>,
     pub links: Vec<Link>,
+}
+
+/// A clip as it travels through the system clipboard; the field name tells our text from
+/// anything else that happens to be there.
+#[derive(Serialize, Deserialize)]
+struct ClipText {
+    cachedit_nodes: Vec<Node>,
+    links: Vec<Link>,
+}
+
+impl Clip {
+    /// The clip as RON text for the system clipboard, so that it pastes in another editor
+    /// window too.
+    pub fn to_text(&self) -> Option<String> {
+        let text = ClipText {
+            cachedit_nodes: self.nodes.clone(),
+            links: self.links.clone(),
+        };
+        ron::ser::to_string_pretty(&text, ron::ser::PrettyConfig::default()).ok()
+    }
+
+    /// Nodes copied by an editor, from clipboard text; `None` for any other text.
+    pub fn from_text(text: &str) -> Option<Clip> {
+        let parsed: ClipText = ron::from_str(text).ok()?;
+        Some(Clip {
+            nodes: parsed.cachedit_nodes,
+            links: parsed.links,
+        })
+    }
+
+    /// The top-left corner of the clipped nodes (graph coordinates).
+    pub fn origin(&self) -> Option<[f32; 2]> {
+        let first = self.nodes.first()?.pos;
+        Some(
+            self.nodes
+                .iter()
+                .fold(first, |m, n| [m[0].min(n.pos[0]), m[1].min(n.pos[1])]),
+        )
+    }
 }
 
 /// The workflow being edited, where it lives on disk, and its undo history.
@@ -406,5 +446,26 @@ mod tests {
         assert_eq!(new.len(), 2);
         assert!(new.iter().all(|id| id.0 > sampler.0), "{new:?}");
         assert_eq!(d.workflow().links.len(), 1);
+    }
+
+    #[test]
+    fn a_clip_goes_through_clipboard_text_and_other_text_is_not_a_clip() {
+        let (mut d, reg, load, sampler) = doc();
+        d.connect(
+            &reg,
+            PortRef::new(load, "model"),
+            PortRef::new(sampler, "model"),
+        )
+        .expect("link");
+        d.set_param(sampler, "steps", Value::Int(9));
+        let clip = d.copy(&[load, sampler]);
+        let text = clip.to_text().expect("text");
+        assert_eq!(Clip::from_text(&text), Some(clip.clone()));
+        assert_eq!(Clip::from_text("hello"), None);
+        assert_eq!(Clip::from_text("(nodes: [], links: [])"), None);
+        let o = clip.origin().expect("origin");
+        let min_x = clip.nodes.iter().map(|n| n.pos[0]).fold(f32::MAX, f32::min);
+        assert_eq!(o[0], min_x);
+        assert_eq!(Clip::default().origin(), None);
     }
 }

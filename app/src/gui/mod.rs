@@ -3,6 +3,7 @@
 pub mod app;
 pub mod body;
 pub mod canvas;
+pub mod chooser;
 pub mod doc;
 pub mod files;
 pub mod notify;
