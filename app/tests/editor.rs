@@ -1102,3 +1102,46 @@ fn open_uses_the_native_dialog_and_falls_back_when_none_comes_up() {
         .last()
         .is_some_and(|n| n.text.contains("built-in")));
 }
+
+#[test]
+fn moving_a_node_and_dragging_a_slider_are_one_undo_step_each() {
+    let e = env();
+    let mut app = EditorApp::new(e.options.clone());
+    let config = app.add_from_palette("CacheDitAdvancedConfig");
+    let mut h = fitted(app);
+    let pos = |h: &Harness<'_, EditorApp>| h.state().doc.workflow().node(config).map(|n| n.pos);
+    let noise = |h: &Harness<'_, EditorApp>| {
+        h.state()
+            .doc
+            .workflow()
+            .node(config)
+            .and_then(|n| n.params.get("noise_scale").cloned())
+    };
+    let start = pos(&h).expect("placed");
+    let at = title_of(&h, config);
+    mouse_drag(&mut h, at, at + egui::vec2(120.0, 80.0));
+    let moved = pos(&h).expect("placed");
+    assert!(
+        moved[0] > start[0] + 50.0 && moved[1] > start[1] + 30.0,
+        "{start:?} → {moved:?}"
+    );
+    // A slider dragged across many frames is one edit.
+    assert_eq!(noise(&h), None);
+    // Widgets inside nodes report graph coordinates; the canvas says where they are on screen.
+    let slider = h.get_by_role(egui::accesskit::Role::Slider).rect();
+    let canvas = &h.state().canvas;
+    let (from, to) = (
+        canvas.to_screen(slider.left_center() + egui::vec2(4.0, 0.0)),
+        canvas.to_screen(slider.center()),
+    );
+    mouse_drag(&mut h, from, to);
+    let dragged = noise(&h).expect("the slider set noise_scale");
+    assert!(dragged.as_f64().is_some_and(|x| x > 0.0), "{dragged:?}");
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run();
+    assert_eq!(noise(&h), None, "one undo takes back the whole drag");
+    assert_eq!(pos(&h), Some(moved));
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run();
+    assert_eq!(pos(&h), Some(start), "one undo takes back the whole move");
+}

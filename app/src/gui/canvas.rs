@@ -220,6 +220,12 @@ impl Canvas {
         self.view.is_some_and(|v| v.contains(p))
     }
 
+    /// A graph position on screen (widgets inside nodes report graph coordinates to
+    /// accessibility tools; this is where they are drawn).
+    pub fn to_screen(&self, p: Pos2) -> Pos2 {
+        self.to_global * p
+    }
+
     /// A screen position in graph coordinates.
     pub fn to_graph(&self, p: Pos2) -> Pos2 {
         self.to_global.inverse() * p
