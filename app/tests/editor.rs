@@ -887,6 +887,12 @@ fn a_wire_dropped_on_empty_canvas_offers_the_kinds_that_fit() {
     // The new node sits where the wire was dropped.
     let placed = h.state().canvas.node_rect(save).expect("drawn");
     assert!(placed.expand(4.0).contains(to), "{placed:?} vs {to:?}");
+    // One undo takes back the node and its wire together.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run();
+    let wf = h.state().doc.workflow();
+    assert!(wf.node(save).is_none() && wf.links.is_empty(), "{wf:?}");
+    assert!(wf.node(sampler).is_some());
 }
 
 #[test]

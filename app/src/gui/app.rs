@@ -435,22 +435,26 @@ impl EditorApp {
     pub fn apply(&mut self, action: Action) {
         match action {
             Action::AddNode { kind, pos, wire } => {
-                let id = self.doc.add_node(&kind, pos);
-                if let (Some((port, ty, from_output)), Some(spec)) =
-                    (wire, self.registry.spec(&kind).cloned())
-                {
-                    let result = if from_output {
-                        match spec.inputs.iter().find(|p| p.ty == ty) {
-                            Some(p) => self.connect(port, PortRef::new(id, p.name)),
-                            None => Ok(()),
-                        }
-                    } else {
-                        match spec.outputs.iter().find(|p| p.ty == ty) {
-                            Some(p) => self.connect(PortRef::new(id, p.name), port),
-                            None => Ok(()),
-                        }
+                let spec = self.registry.spec(&kind).cloned();
+                let registry = &self.registry;
+                // The node and its wire are one undo step.
+                let refused = self.doc.group(|doc| {
+                    let id = doc.add_node(&kind, pos);
+                    let (Some((port, ty, from_output)), Some(spec)) = (wire, spec) else {
+                        return None;
                     };
-                    let _ = result;
+                    let link = if from_output {
+                        let input = spec.inputs.iter().find(|p| p.ty == ty);
+                        input.map(|p| (port, PortRef::new(id, p.name)))
+                    } else {
+                        let output = spec.outputs.iter().find(|p| p.ty == ty);
+                        output.map(|p| (PortRef::new(id, p.name), port))
+                    };
+                    let (from, to) = link?;
+                    doc.connect(registry, from, to).err()
+                });
+                if let Some(reason) = refused {
+                    self.toasts.error(format!("Cannot connect: {reason}"));
                 }
             }
             Action::Connect { from, to } => {

@@ -153,6 +153,16 @@ impl EditorDoc {
         result
     }
 
+    /// Runs several edits as one undo step (a node added from a dropped wire, with its link).
+    pub fn group<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let depth = self.undo.len();
+        let result = f(self);
+        // Each undo entry is the document before one edit: the first of the group is the one
+        // to go back to.
+        self.undo.truncate(depth + 1);
+        result
+    }
+
     /// Ends the merged edit in progress (a drag was released).
     pub fn end_merge(&mut self) {
         self.merge = None;
@@ -467,5 +477,21 @@ mod tests {
         let min_x = clip.nodes.iter().map(|n| n.pos[0]).fold(f32::MAX, f32::min);
         assert_eq!(o[0], min_x);
         assert_eq!(Clip::default().origin(), None);
+    }
+
+    #[test]
+    fn grouped_edits_are_one_undo_step() {
+        let (mut d, reg, load, _) = doc();
+        let sampler = d.group(|d| {
+            let s = d.add_node("Sampler", [600.0, 0.0]);
+            d.connect(&reg, PortRef::new(load, "model"), PortRef::new(s, "model"))
+                .expect("link");
+            s
+        });
+        assert_eq!(d.workflow().links.len(), 1);
+        assert!(d.undo());
+        assert!(d.workflow().node(sampler).is_none());
+        assert!(d.workflow().links.is_empty());
+        assert_eq!(d.workflow().nodes.len(), 2);
     }
 }
