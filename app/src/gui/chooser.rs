@@ -54,7 +54,7 @@ impl Chooser {
             Some("native") => true,
             Some("builtin") => false,
             _ => {
-                std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
+                session_bus(std::env::var("DBUS_SESSION_BUS_ADDRESS").ok().as_deref())
                     || on_path("zenity", std::env::var_os("PATH").as_deref())
             }
         };
@@ -66,6 +66,12 @@ impl Chooser {
     }
 }
 
+/// Does this session have a D-Bus session bus (where the XDG portal lives)? `disabled:` is
+/// libdbus's way of saying there is none.
+fn session_bus(address: Option<&str>) -> bool {
+    address.is_some_and(|a| !a.trim().is_empty() && !a.starts_with("disabled:"))
+}
+
 /// Is `program` an executable file in one of the `PATH` directories?
 fn on_path(program: &str, path: Option<&std::ffi::OsStr>) -> bool {
     path.is_some_and(|p| std::env::split_paths(p).any(|dir| dir.join(program).is_file()))
@@ -75,7 +81,7 @@ fn on_path(program: &str, path: Option<&std::ffi::OsStr>) -> bool {
 /// save one.
 pub fn rfd_pick(req: &Request) -> Option<PathBuf> {
     let dir = std::fs::canonicalize(&req.start_dir).unwrap_or_else(|_| req.start_dir.clone());
-    let portal = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
+    let portal = session_bus(std::env::var("DBUS_SESSION_BUS_ADDRESS").ok().as_deref());
     let mut dialog = rfd::FileDialog::new().set_directory(&dir);
     if let Some(name) = suggested_name(req.file_name.as_deref(), &dir, portal) {
         dialog = dialog.set_file_name(name);
@@ -247,6 +253,14 @@ mod tests {
             suggested_name(None, dir, false).as_deref(),
             Some("/w/flows/")
         );
+    }
+
+    #[test]
+    fn a_disabled_or_missing_bus_address_is_no_session_bus() {
+        assert!(session_bus(Some("unix:path=/run/user/1000/bus")));
+        assert!(!session_bus(Some("disabled:")));
+        assert!(!session_bus(Some("")));
+        assert!(!session_bus(None));
     }
 
     #[test]
