@@ -79,7 +79,7 @@ fn step_until_idle(h: &mut Harness<'_, EditorApp>, limit: Duration) {
     h.step();
 }
 
-/// A press of `button` at `from`, a move to `to` over several frames, and a release.
+/// A primary-button press at `from`, a move to `to` over several frames, and a release.
 fn mouse_drag(h: &mut Harness<'_, EditorApp>, from: egui::Pos2, to: egui::Pos2) {
     h.hover_at(from);
     h.step();
@@ -538,22 +538,7 @@ fn dragging_a_kind_from_the_palette_drops_it_on_the_canvas() {
     h.run();
     let from = h.get_by_label("Detailed Stats").rect().center();
     let to = egui::pos2(900.0, 300.0);
-    h.hover_at(from);
-    h.step();
-    h.drag_at(from);
-    h.step();
-    for i in 1..=10 {
-        h.hover_at(from + (to - from) * (i as f32 / 10.0));
-        h.step();
-    }
-    h.event(egui::Event::PointerButton {
-        pos: to,
-        button: egui::PointerButton::Primary,
-        pressed: false,
-        modifiers: Modifiers::NONE,
-    });
-    h.step();
-    h.run();
+    mouse_drag(&mut h, from, to);
     let wf = h.state().doc.workflow();
     assert_eq!(wf.nodes.len(), 1, "{wf:?}");
     assert_eq!(wf.nodes[0].kind, "DetailedStats");

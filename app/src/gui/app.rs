@@ -199,12 +199,7 @@ impl EditorApp {
 
     /// Save: to the document's file, or ask for one.
     pub fn save(&mut self) {
-        match self.doc.path.clone() {
-            Some(p) => {
-                let _ = self.save_to(&p);
-            }
-            None => self.ask_save_as(None),
-        }
+        self.save_or_ask(None);
     }
 
     fn after_document_change(&mut self) {

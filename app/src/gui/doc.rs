@@ -399,6 +399,18 @@ mod tests {
         (d, Registry::builtin(), load, sampler)
     }
 
+    /// Load Model → Sampler, linked by their model ports.
+    fn linked_doc() -> (EditorDoc, NodeId, NodeId) {
+        let (mut d, reg, load, sampler) = doc();
+        d.connect(
+            &reg,
+            PortRef::new(load, "model"),
+            PortRef::new(sampler, "model"),
+        )
+        .expect("link");
+        (d, load, sampler)
+    }
+
     #[test]
     fn wrong_types_are_refused_with_a_reason() {
         let (mut d, reg, load, sampler) = doc();
@@ -442,13 +454,7 @@ mod tests {
 
     #[test]
     fn deleted_ids_are_not_reused_and_paste_keeps_inner_links() {
-        let (mut d, reg, load, sampler) = doc();
-        d.connect(
-            &reg,
-            PortRef::new(load, "model"),
-            PortRef::new(sampler, "model"),
-        )
-        .expect("link");
+        let (mut d, load, sampler) = linked_doc();
         let clip = d.copy(&[load, sampler]);
         d.remove_nodes(&[sampler]);
         assert!(d.workflow().links.is_empty());
@@ -460,13 +466,7 @@ mod tests {
 
     #[test]
     fn a_clip_goes_through_clipboard_text_and_other_text_is_not_a_clip() {
-        let (mut d, reg, load, sampler) = doc();
-        d.connect(
-            &reg,
-            PortRef::new(load, "model"),
-            PortRef::new(sampler, "model"),
-        )
-        .expect("link");
+        let (mut d, load, sampler) = linked_doc();
         d.set_param(sampler, "steps", Value::Int(9));
         let clip = d.copy(&[load, sampler]);
         let text = clip.to_text().expect("text");

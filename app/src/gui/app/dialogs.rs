@@ -8,6 +8,9 @@ use crate::gui::files;
 use egui::Key;
 use std::path::{Path, PathBuf};
 
+/// The file name Save as… suggests for a document that has none yet.
+const NEW_FILE_NAME: &str = "my_workflow.ron";
+
 impl EditorApp {
     /// Open…: the native dialog, or the in-app one.
     pub fn ask_open(&mut self) {
@@ -27,7 +30,7 @@ impl EditorApp {
 
     /// Save as…: the native dialog, or the in-app one; `then` runs after a successful save.
     pub fn ask_save_as(&mut self, then: Option<Pending>) {
-        let default = files::workflows_dir().join("my_workflow.ron");
+        let default = files::workflows_dir().join(NEW_FILE_NAME);
         let path = self.doc.path.clone().unwrap_or(default);
         let request = Request {
             purpose: Purpose::SaveAs,
@@ -56,7 +59,7 @@ impl EditorApp {
                 path: String::new(),
             },
             Purpose::SaveAs => {
-                let name = request.file_name.as_deref().unwrap_or("my_workflow.ron");
+                let name = request.file_name.as_deref().unwrap_or(NEW_FILE_NAME);
                 Dialog::SaveAs {
                     path: request.start_dir.join(name).display().to_string(),
                     then,
@@ -93,6 +96,14 @@ impl EditorApp {
                 self.builtin_dialog(&waiting.request, waiting.then);
             }
             (Answer::Cancelled | Answer::Pending, _) => {}
+        }
+    }
+
+    /// Saves to the document's file, or asks for one first; then does `then`.
+    pub(super) fn save_or_ask(&mut self, then: Option<Pending>) {
+        match self.doc.path.clone() {
+            Some(p) => self.save_then(&p, then),
+            None => self.ask_save_as(then),
         }
     }
 
@@ -217,10 +228,7 @@ impl EditorApp {
                     ui.horizontal(|ui| {
                         if ui.button("Save").clicked() {
                             close = true;
-                            match self.doc.path.clone() {
-                                Some(p) => self.save_then(&p, Some(then.clone())),
-                                None => self.ask_save_as(Some(then.clone())),
-                            }
+                            self.save_or_ask(Some(then.clone()));
                         }
                         if ui.button("Discard").clicked() {
                             close = true;
