@@ -36,16 +36,24 @@ pub fn sentinel(threshold: f64) -> Option<Similarity> {
 }
 
 /// `mean|prev − cur| / mean|prev|` over all elements (batch included), normalised by the
-/// stored tensor. Both sums are taken in f32 and fetched in one transfer (one device sync);
-/// the ratio of sums equals the ratio of means.
+/// stored tensor. Both sums are taken in f32 (f64 for f64 tensors, as torch reduces in the
+/// tensor's dtype) and fetched in one transfer (one device sync); the ratio of sums equals the
+/// ratio of means.
 pub fn rel_l1(prev: &Tensor, cur: &Tensor) -> Result<f64> {
-    let prev = prev.to_dtype(DType::F32)?;
-    let cur = cur.to_dtype(DType::F32)?;
+    let work = if prev.dtype() == DType::F64 || cur.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let prev = prev.to_dtype(work)?;
+    let cur = cur.to_dtype(work)?;
     let num = (&prev - &cur)?.abs()?.sum_all()?;
     let den = prev.abs()?.sum_all()?;
-    let sums = Tensor::stack(&[num, den], 0)?.to_vec1::<f32>()?;
+    let sums = Tensor::stack(&[num, den], 0)?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
     let (num, den) = match sums.as_slice() {
-        [n, d] => (f64::from(*n), f64::from(*d)),
+        [n, d] => (*n, *d),
         _ => candle_core::bail!("relative L1: expected two sums"),
     };
     // cache-dit divides 0 by 0 into NaN, which never counts as similar; +inf says the same.

@@ -100,8 +100,12 @@ pub struct BranchPolicy {
 }
 
 impl BranchPolicy {
-    /// Rules 1–6 of §1.6, in order. Rule 4 resets the continuous counter when it fires.
+    /// Rules 1–6 of §1.6, in order, after cache-dit's `mark_step_begin`: a step whose previous
+    /// step of this branch was computed starts a new streak.
     pub fn gate(&mut self, rules: &Rules, step: usize) -> Gate {
+        if self.cached_steps.last() != step.checked_sub(1).as_ref() {
+            self.continuous = 0;
+        }
         let r = match rules {
             Rules::Schedule(plan) => {
                 return match plan.get(step) {
@@ -128,7 +132,6 @@ impl BranchPolicy {
             return Gate::Compute(Reason::MaxCached);
         }
         if r.max_continuous >= 0 && self.continuous >= r.max_continuous {
-            self.continuous = 0;
             return Gate::Compute(Reason::MaxContinuous);
         }
         if let Some(limit) = r.max_accumulated {
@@ -189,18 +192,10 @@ impl BranchPolicy {
         }
     }
 
-    /// `add_cached_step`, with cache-dit's counter: +1 for the first hit, +2 when a hit
-    /// follows a hit while the counter is 0, +1 when it follows a hit otherwise, unchanged
-    /// when the previous hit was not the step before (a computed step in between does not
-    /// reset it; only the max-continuous rule does).
+    /// `add_cached_step` as cache-dit 1.5.3 does it: one more hit in the current streak (the
+    /// streak itself is reset in [`BranchPolicy::gate`] after any computed step).
     pub fn add_cached_step(&mut self, step: usize) {
-        match self.cached_steps.last() {
-            None => self.continuous += 1,
-            Some(&prev) if step == prev + 1 => {
-                self.continuous += if self.continuous == 0 { 2 } else { 1 };
-            }
-            Some(_) => {}
-        }
+        self.continuous += 1;
         self.cached_steps.push(step);
     }
 
@@ -377,52 +372,63 @@ mod tests {
 
     #[test]
     fn continuous_counter_follows_the_worked_example() {
-        // §1.6: MCC = 2, all diffs small, warmup done before step 8.
+        // §1.6 (cache-dit 1.5.3): MCC = 3, warmup 4, every diff small except at steps 12 and
+        // 15 (step 12 computing makes 13 the start of a streak, as in the table).
         let r = rules(|d| {
-            d.max_warmup_steps = 8;
-            d.max_continuous_cached_steps = 2;
+            d.max_warmup_steps = 4;
+            d.max_continuous_cached_steps = 3;
         });
         let mut p = BranchPolicy::default();
         let mut seen = Vec::new();
-        for step in 0..14 {
+        for step in 0..21 {
+            let diff = if step == 12 || step == 15 { 0.5 } else { 0.01 };
             let v = p
-                .decide(&r, step, true, |_| {
+                .decide(&r, step, true, |thr| {
                     Ok::<_, Infallible>(Similarity {
-                        diff: 0.01,
-                        similar: true,
+                        diff,
+                        similar: diff < thr,
                     })
                 })
                 .unwrap_or_else(|e| match e {});
-            if step >= 8 {
-                seen.push((step, v.decision, p.continuous()));
+            if step >= 13 {
+                seen.push((step, v.decision, v.reason, p.continuous()));
             }
         }
         assert_eq!(
             seen,
             vec![
-                (8, R, 1),
-                (9, R, 2),
-                (10, C, 0),
-                (11, R, 0),
-                (12, R, 2),
-                (13, C, 0),
+                (13, R, Reason::DiffBelow, 1),
+                (14, R, Reason::DiffBelow, 2),
+                (15, C, Reason::DiffAbove, 2),
+                (16, R, Reason::DiffBelow, 1),
+                (17, R, Reason::DiffBelow, 2),
+                (18, R, Reason::DiffBelow, 3),
+                (19, C, Reason::MaxContinuous, 3),
+                (20, R, Reason::DiffBelow, 1),
             ]
         );
     }
 
     #[test]
-    fn a_threshold_compute_keeps_the_counter_so_the_next_run_is_shorter() {
+    fn any_computed_step_starts_a_new_streak() {
+        // A diff-driven compute resets the streak just as rule 4 does, so a limit of 3 allows
+        // three hits after it (the old reading forced a compute one step early).
         let r = rules(|d| {
             d.max_warmup_steps = 8;
             d.max_continuous_cached_steps = 3;
         });
         let mut trace = vec![0.0; 8];
-        trace.extend([0.01, 0.01, 0.5, 0.01, 0.01, 0.01, 0.01]);
+        trace.extend([0.01, 0.01, 0.5, 0.01, 0.01, 0.01, 0.01, 0.01]);
         let out = replay(&r, &trace);
         let decisions: Vec<Decision> = out[8..].iter().map(|o| o.0).collect();
-        // Hits at 8, 9; compute at 10 (diff); only 11, 12 hit before rule 4 fires at 13.
-        assert_eq!(decisions, vec![R, R, C, R, R, C, R]);
-        assert_eq!(out[13], (C, Reason::MaxContinuous));
+        assert_eq!(decisions, vec![R, R, C, R, R, R, C, R]);
+        assert_eq!(out[10], (C, Reason::DiffAbove));
+        assert_eq!(out[14], (C, Reason::MaxContinuous));
+        // A limit of 1 alternates.
+        let r = rules(|d| d.max_continuous_cached_steps = 1);
+        let out = replay(&r, &[0.01; 8]);
+        let decisions: Vec<Decision> = out[2..].iter().map(|o| o.0).collect();
+        assert_eq!(decisions, vec![R, C, R, C, R, C]);
     }
 
     #[test]

@@ -194,9 +194,14 @@ pub fn denoise(
     };
     let separate = use_cfg && settings.cfg_mode == CfgMode::Separate;
 
-    let mut x = (noise.to_dtype(DType::F32).map_err(candle("noise"))?
-        * scheduler.init_noise_sigma())
-    .map_err(candle("scaling noise"))?;
+    // The loop runs in f32, or in f64 for an f64 model (the precision parity traces use).
+    let work = if model.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let mut x = (noise.to_dtype(work).map_err(candle("noise"))? * scheduler.init_noise_sigma())
+        .map_err(candle("scaling noise"))?;
     hook.reset();
     let mut records = Vec::with_capacity(total);
     let mut last_preview: Option<Instant> = None;
@@ -215,7 +220,7 @@ pub fn denoise(
             let t_batch = Tensor::full(t as f32, n, &device).map_err(candle("timesteps"))?;
             hook.call(model, &info(branch), x_in, &t_batch, labels)
                 .map_err(candle("transformer call"))?
-                .to_dtype(DType::F32)
+                .to_dtype(work)
                 .map_err(candle("model output"))?
                 .narrow(1, 0, channels)
                 .map_err(candle("learned-sigma split"))
