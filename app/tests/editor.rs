@@ -1223,7 +1223,7 @@ mod measured_speedup {
         {
             let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
             h.run();
-            assert!(h.query_by_label_contains("previous run").is_none());
+            assert!(h.query_by_label_contains("previous run: these statistics").is_none());
         }
 
         // A new run starts (an empty document, whose events are never polled here): the
@@ -1233,7 +1233,7 @@ mod measured_speedup {
         {
             let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
             h.run();
-            h.get_by_label_contains("previous run");
+            h.get_by_label_contains("previous run: these statistics");
             h.snapshot("detailed_stats_previous_run");
         }
 
@@ -1281,7 +1281,7 @@ mod measured_speedup {
         {
             let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
             h.run();
-            assert!(h.query_by_label_contains("previous run").is_none());
+            assert!(h.query_by_label_contains("previous run: these statistics").is_none());
             // Baseline on: no "turn on the baseline" while it measures.
             h.get_by_label_contains("measuring: cached round 1/3, step 3/16");
             assert!(h
@@ -1312,8 +1312,10 @@ mod measured_speedup {
         let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
         *h.state_mut() = 1;
         h.run();
-        let bar = h.get_by_label("baseline round 2/3, step 12/16");
-        assert_eq!(bar.role(), egui::accesskit::Role::ProgressIndicator);
+        h.get_by_role_and_label(
+            egui::accesskit::Role::ProgressIndicator,
+            "baseline round 2/3, step 12/16",
+        );
         drop(h);
 
         // The Sampler's new stats end the stale marking.
@@ -1380,7 +1382,8 @@ mod measured_speedup {
         let mut h = totals_harness(&noisy);
         h.run();
         h.get_by_label_contains("noisy measurement: 3.00× (2.76–3.26×)");
-        h.get_by_label_contains("not a result (load average 4.00)");
+        h.get_by_label_contains("3 interleaved; load average 4.00");
+        h.get_by_label_contains("the spread: not a result");
         assert!(h.query_by_label_contains("% of the ideal").is_none());
         h.snapshot("detailed_stats_noisy_measurement");
         drop(h);
@@ -1401,7 +1404,7 @@ mod measured_speedup {
         );
         let mut h = totals_harness(&at_ideal);
         h.run();
-        h.get_by_label_contains(&format!("≈ ideal {ideal:.2}×"));
+        h.get_by_label_contains(&format!("at the ideal {ideal:.2}×"));
         drop(h);
 
         // Below the ideal: a result, with its range, CPU time and rounds.
@@ -1410,8 +1413,8 @@ mod measured_speedup {
         h.run();
         h.get_by_label_contains("1.10× (0.96–1.22×)");
         h.get_by_label_contains("3 interleaved;");
-        h.get_by_label_contains("uncached 110 (100–120) → cached 100 (98–104)");
-        h.get_by_label_contains("uncached 165 (150–180) → cached 150 (147–156) (1.10×)");
+        h.get_by_label_contains("uncached 110 (100–120), cached 100 (98–104)");
+        h.get_by_label_contains("uncached 165 (150–180), cached 150 (147–156)\n(1.10×)");
     }
 
     #[test]
@@ -1469,7 +1472,7 @@ mod measured_speedup {
         let cases = [("stats".to_string(), wf.clone(), stats_node)];
         let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 420.0]);
         h.run();
-        assert!(h.query_by_label_contains("previous run").is_none());
+        assert!(h.query_by_label_contains("previous run: these statistics").is_none());
         let at = cell_at(&h, &theme, 0, steps);
         hover_text(&mut h, at, "step 0 (batched): computed");
         let at = cell_at(&h, &theme, steps - 1, steps);

@@ -389,6 +389,9 @@ pub fn totals(ui: &mut Ui, theme: &Theme, input: &StatsInput<'_>) {
 fn not_measured(input: &StatsInput<'_>, finished: bool) -> String {
     match (input.measuring, input.baseline) {
         (Some(p), _) => format!("measuring: {}", p.label()),
+        (None, BaselineSetting::On { .. }) if finished && input.stale => {
+            "not timed in the previous run".into()
+        }
         (None, BaselineSetting::On { .. }) if finished => {
             "not timed in this run: run again to measure".into()
         }
@@ -410,7 +413,7 @@ fn measured_rows(ui: &mut Ui, theme: &Theme, m: &Measured) {
             let color = if m.speedup < 1.0 { c.error } else { c.ok };
             ui.colored_label(color.color(), format!("{:.2}× ({range})", m.speedup))
         }
-        Verdict::WithinNoise => ui.label(format!("≈ ideal {:.2}× ({range})", m.ideal_speedup)),
+        Verdict::WithinNoise => ui.label(format!("at the ideal {:.2}× ({range})", m.ideal_speedup)),
         Verdict::Noisy => ui.colored_label(
             c.warning.color(),
             format!("noisy measurement: {:.2}× ({range})", m.speedup),
@@ -426,13 +429,13 @@ fn measured_rows(ui: &mut Ui, theme: &Theme, m: &Measured) {
         Verdict::Noisy => ui.colored_label(
             c.warning.color(),
             format!(
-                "{} interleaved; beyond the ideal {:.2}× by more than the spread: not a \
-                 result ({load})",
+                "{} interleaved; {load}\nbeyond the ideal {:.2}× by more than\nthe spread: \
+                 not a result",
                 m.rounds, m.ideal_speedup
             ),
         ),
         _ => ui.label(format!(
-            "{} interleaved; {:.0}% of the ideal; {load}",
+            "{} interleaved; {:.0}% of the ideal\n{load}",
             m.rounds,
             m.efficiency * 100.0
         )),
@@ -443,7 +446,7 @@ fn measured_rows(ui: &mut Ui, theme: &Theme, m: &Measured) {
     };
     ui.label("wall ms");
     ui.label(format!(
-        "uncached {} → cached {}",
+        "uncached {}, cached {}",
         spread(&m.baseline.wall_ms),
         spread(&m.cached.wall_ms)
     ));
@@ -451,7 +454,7 @@ fn measured_rows(ui: &mut Ui, theme: &Theme, m: &Measured) {
     ui.label("CPU ms");
     match (&m.baseline.cpu_ms, &m.cached.cpu_ms, m.cpu_speedup) {
         (Some(b), Some(cached), Some(x)) => ui.label(format!(
-            "uncached {} → cached {} ({x:.2}×)",
+            "uncached {}, cached {}\n({x:.2}×)",
             spread(b),
             spread(cached)
         )),

@@ -29,7 +29,7 @@ pub struct Interleaved {
 /// The order of round `round` (0-based): cached first in even rounds, so the first run the
 /// user waits for is the live one.
 pub fn round_order(round: usize) -> [MeasurePhase; 2] {
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         [MeasurePhase::Cached, MeasurePhase::Baseline]
     } else {
         [MeasurePhase::Baseline, MeasurePhase::Cached]
