@@ -1223,7 +1223,9 @@ mod measured_speedup {
         {
             let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
             h.run();
-            assert!(h.query_by_label_contains("previous run: these statistics").is_none());
+            assert!(h
+                .query_by_label_contains("previous run: these statistics")
+                .is_none());
         }
 
         // A new run starts (an empty document, whose events are never polled here): the
@@ -1281,7 +1283,9 @@ mod measured_speedup {
         {
             let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
             h.run();
-            assert!(h.query_by_label_contains("previous run: these statistics").is_none());
+            assert!(h
+                .query_by_label_contains("previous run: these statistics")
+                .is_none());
             // Baseline on: no "turn on the baseline" while it measures.
             h.get_by_label_contains("measuring: cached round 1/3, step 3/16");
             assert!(h
@@ -1472,7 +1476,9 @@ mod measured_speedup {
         let cases = [("stats".to_string(), wf.clone(), stats_node)];
         let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 420.0]);
         h.run();
-        assert!(h.query_by_label_contains("previous run: these statistics").is_none());
+        assert!(h
+            .query_by_label_contains("previous run: these statistics")
+            .is_none());
         let at = cell_at(&h, &theme, 0, steps);
         hover_text(&mut h, at, "step 0 (batched): computed");
         let at = cell_at(&h, &theme, steps - 1, steps);
