@@ -189,6 +189,12 @@ fn a_cached_run_prints_detailed_stats_and_writes_them_to_stats_json() {
         Some(10)
     );
     assert!(s["measured"]["speedup"].as_f64().is_some_and(|x| x > 0.0));
+    assert_eq!(s["measured"]["rounds"], 3);
+    assert!(["ok", "at_ideal", "noisy"].contains(&s["measured"]["verdict"].as_str().unwrap_or("")));
+    assert!(
+        out.contains("over 3 rounds"),
+        "the spread is printed: {out}"
+    );
     let detailed = nodes
         .iter()
         .find(|n| n["kind"] == "DetailedStats")

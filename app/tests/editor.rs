@@ -1136,3 +1136,352 @@ fn moving_a_node_and_dragging_a_slider_are_one_undo_step_each() {
     h.run();
     assert_eq!(pos(&h), Some(start), "one undo takes back the whole move");
 }
+
+// ----- issue 11 §2: measured speedup, baseline progress, stale stats, live timeline -----
+
+mod measured_speedup {
+    use super::*;
+    use cachedit::gui::runner::Notice;
+    use cachedit::gui::stats_view::{self, StatsInput};
+    use cachedit_nodes::exec::events::{Event, MeasurePhase, MeasureProgress, StepProgress};
+    use cachedit_nodes::sampling::measure::{Measured, RunTime, Verdict};
+
+    /// Sampler (`baseline` on, cache linked) → Detailed Stats.
+    fn measuring_workflow() -> (Workflow, NodeId, NodeId) {
+        let mut wf = Workflow::default();
+        let sampler = wf.add_node("Sampler", [0.0, 0.0]);
+        let stats = wf.add_node("DetailedStats", [300.0, 0.0]);
+        let config = wf.add_node("CacheDitAdvancedConfig", [0.0, 300.0]);
+        wf.connect(PortRef::new(sampler, "stats"), PortRef::new(stats, "stats"));
+        wf.connect(
+            PortRef::new(config, "cache"),
+            PortRef::new(sampler, "cache"),
+        );
+        wf.set_param(sampler, "steps", Value::Int(16));
+        wf.set_param(sampler, "baseline", Value::Bool(true));
+        (wf, sampler, stats)
+    }
+
+    fn live_step(index: usize, total: usize) -> StepProgress {
+        StepProgress {
+            index,
+            total,
+            timestep: 0.0,
+            ms: 1.0,
+            calls: vec![CallRecord {
+                step: index,
+                branch: CfgBranch::Batched,
+                decision: Decision::Computed,
+                reason: Reason::Warmup,
+                diff: None,
+                threshold: None,
+                blocks_run: 8,
+                blocks_total: 8,
+                ms: 1.0,
+            }],
+            preview: None,
+        }
+    }
+
+    fn apply(runner: &mut Runner, event: Event) {
+        let mut notices: Vec<Notice> = Vec::new();
+        runner.apply(event, &mut notices);
+    }
+
+    /// The screen position of timeline cell `step` (one CFG row): the strip lies just above
+    /// the legend, whose first swatch starts at the strip's left edge.
+    fn cell_at(h: &Harness<'_, usize>, theme: &Theme, step: usize, total: usize) -> egui::Pos2 {
+        let legend = h.get_by_label("computed").rect();
+        let [sx, sy] = theme.spacing.item_spacing;
+        let [cw, ch] = theme.spacing.timeline_cell;
+        let cw = cw.min(theme.spacing.plot_size[0] / total as f32).max(1.0);
+        let left = legend.left() - 9.0 - sx;
+        egui::pos2(
+            left + cw * (step as f32 + 0.5),
+            legend.top() - sy - ch * 0.5,
+        )
+    }
+
+    fn hover_text(h: &mut Harness<'_, usize>, at: egui::Pos2, expected: &str) {
+        h.hover_at(at);
+        h.run_steps(8);
+        h.get_by_label_contains(expected);
+    }
+
+    #[test]
+    fn a_new_run_marks_the_stats_stale_and_its_live_steps_take_their_place() {
+        let (wf, sampler, stats_node) = measuring_workflow();
+        let mut runner = Runner::new(std::env::temp_dir());
+        runner.stats.insert(sampler, Arc::new(fake_stats(16)));
+        let theme = Theme::builtin("dark").expect("theme");
+        let registry = Registry::builtin();
+        let images = HashMap::new();
+        let cases = [
+            ("stats".to_string(), wf.clone(), stats_node),
+            ("sampler".to_string(), wf.clone(), sampler),
+        ];
+        {
+            let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
+            h.run();
+            assert!(h
+                .query_by_label_contains("previous run: these statistics")
+                .is_none());
+        }
+
+        // A new run starts (an empty document, whose events are never polled here): the
+        // last run's statistics are marked stale at once.
+        let run_id = runner.start(&Workflow::default()).expect("run started");
+        assert!(runner.stale.contains(&sampler));
+        {
+            let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
+            h.run();
+            h.get_by_label_contains("previous run: these statistics");
+            h.snapshot("detailed_stats_previous_run");
+        }
+
+        // Its first steps arrive: the live timeline replaces the stale one.
+        apply(
+            &mut runner,
+            Event::RunStarted {
+                run_id,
+                order: vec![sampler, stats_node],
+            },
+        );
+        apply(
+            &mut runner,
+            Event::NodeStarted {
+                run_id,
+                node: sampler,
+            },
+        );
+        for index in 0..3 {
+            apply(
+                &mut runner,
+                Event::Step {
+                    run_id,
+                    node: sampler,
+                    step: live_step(index, 16),
+                },
+            );
+        }
+        let progress = MeasureProgress {
+            phase: MeasurePhase::Cached,
+            round: 1,
+            rounds: 3,
+            step: 3,
+            steps: 16,
+            runs_done: 0,
+        };
+        apply(
+            &mut runner,
+            Event::Measure {
+                run_id,
+                node: sampler,
+                progress,
+            },
+        );
+        {
+            let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
+            h.run();
+            assert!(h
+                .query_by_label_contains("previous run: these statistics")
+                .is_none());
+            // Baseline on: no "turn on the baseline" while it measures.
+            h.get_by_label_contains("measuring: cached round 1/3, step 3/16");
+            assert!(h
+                .query_by_label_contains("turn on the Sampler's baseline")
+                .is_none());
+            let at = cell_at(&h, &theme, 1, 16);
+            hover_text(&mut h, at, "step 1 (batched): computed");
+            let at = cell_at(&h, &theme, 10, 16);
+            hover_text(&mut h, at, "step 10: not run yet");
+        }
+
+        // The uncached rounds are not silent: the Sampler's bar says where they are.
+        apply(
+            &mut runner,
+            Event::Measure {
+                run_id,
+                node: sampler,
+                progress: MeasureProgress {
+                    phase: MeasurePhase::Baseline,
+                    round: 2,
+                    rounds: 3,
+                    step: 12,
+                    steps: 16,
+                    runs_done: 2,
+                },
+            },
+        );
+        let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 520.0]);
+        *h.state_mut() = 1;
+        h.run();
+        h.get_by_role_and_label(
+            egui::accesskit::Role::ProgressIndicator,
+            "baseline round 2/3, step 12/16",
+        );
+        drop(h);
+
+        // The Sampler's new stats end the stale marking.
+        apply(
+            &mut runner,
+            Event::Stats {
+                run_id,
+                node: sampler,
+                stats: Arc::new(fake_stats(16)),
+            },
+        );
+        assert!(!runner.stale.contains(&sampler));
+        let (_, stale) = runner.stats_shown(&wf, stats_node).expect("stats");
+        assert!(!stale);
+    }
+
+    /// A finished run's stats with a measurement of `baseline_ms` against `cached_ms` rounds.
+    fn measured_stats(baseline_ms: &[f64], cached_ms: &[f64]) -> SamplerStats {
+        let mut s = fake_stats(16);
+        let ideal = s.summary.as_ref().map_or(1.0, |x| x.ideal_speedup);
+        let runs = |v: &[f64]| -> Vec<RunTime> {
+            v.iter()
+                .map(|&wall_ms| RunTime {
+                    wall_ms,
+                    cpu_ms: Some(wall_ms * 1.5),
+                })
+                .collect()
+        };
+        s.measured = Measured::from_rounds(
+            &runs(baseline_ms),
+            &runs(cached_ms),
+            ideal,
+            (31.5, 0.97),
+            true,
+            Some(4.0),
+        );
+        s
+    }
+
+    fn totals_harness(stats: &SamplerStats) -> Harness<'_, ()> {
+        let theme = Theme::builtin("dark").expect("theme");
+        let h = Harness::builder().with_size([460.0, 260.0]).build_ui_state(
+            move |ui, _: &mut ()| {
+                let input = StatsInput {
+                    stats: Some(stats),
+                    ..StatsInput::default()
+                };
+                egui::Frame::new()
+                    .fill(theme.colors.node.color())
+                    .inner_margin(8.0)
+                    .show(ui, |ui| stats_view::totals(ui, &theme, &input));
+            },
+            (),
+        );
+        Theme::builtin("dark").expect("theme").apply(&h.ctx);
+        h
+    }
+
+    #[test]
+    fn a_speedup_beyond_the_ideal_is_flagged_as_noise_not_shown_as_a_result() {
+        let noisy = measured_stats(&[300.0, 310.0, 290.0], &[100.0, 105.0, 95.0]);
+        let m = noisy.measured.as_ref().expect("measured");
+        assert_eq!(m.verdict, Verdict::Noisy);
+        let mut h = totals_harness(&noisy);
+        h.run();
+        h.get_by_label_contains("noisy measurement: 3.00× (2.76–3.26×)");
+        h.get_by_label_contains("3 interleaved; load average 4.00");
+        h.get_by_label_contains("the spread: not a result");
+        assert!(h.query_by_label_contains("% of the ideal").is_none());
+        h.snapshot("detailed_stats_noisy_measurement");
+        drop(h);
+
+        // Above the ideal but within the spread: shown as the ideal.
+        let ideal = m.ideal_speedup;
+        let at_ideal = measured_stats(
+            &[
+                100.0 * ideal + 20.0,
+                100.0 * ideal - 30.0,
+                100.0 * ideal + 10.0,
+            ],
+            &[100.0, 110.0, 95.0],
+        );
+        assert_eq!(
+            at_ideal.measured.as_ref().map(|m| m.verdict),
+            Some(Verdict::WithinNoise)
+        );
+        let mut h = totals_harness(&at_ideal);
+        h.run();
+        h.get_by_label_contains(&format!("at the ideal {ideal:.2}×"));
+        drop(h);
+
+        // Below the ideal: a result, with its range, CPU time and rounds.
+        let plain = measured_stats(&[110.0, 100.0, 120.0], &[100.0, 98.0, 104.0]);
+        let mut h = totals_harness(&plain);
+        h.run();
+        h.get_by_label_contains("1.10× (0.96–1.22×)");
+        h.get_by_label_contains("3 interleaved;");
+        h.get_by_label_contains("uncached 110 (100–120), cached 100 (98–104)");
+        h.get_by_label_contains("uncached 165 (150–180), cached 150 (147–156)\n(1.10×)");
+    }
+
+    #[test]
+    fn the_live_timeline_fills_on_a_second_run() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut wf = Workflow::default();
+        let load = wf.add_node("LoadModel", [0.0, 0.0]);
+        wf.set_param(load, "model", Value::Text("random-tiny".into()));
+        let sampler = wf.add_node("Sampler", [300.0, 0.0]);
+        let stats_node = wf.add_node("DetailedStats", [600.0, 0.0]);
+        wf.connect(PortRef::new(load, "model"), PortRef::new(sampler, "model"));
+        wf.connect(
+            PortRef::new(sampler, "stats"),
+            PortRef::new(stats_node, "stats"),
+        );
+        let steps = 100;
+        wf.set_param(sampler, "steps", Value::Int(steps as i64));
+        let mut runner = Runner::new(tmp.path().to_path_buf());
+        let wait = |runner: &mut Runner, until: &dyn Fn(&Runner) -> bool| {
+            let start = Instant::now();
+            loop {
+                runner.poll();
+                if until(runner) {
+                    return;
+                }
+                assert!(start.elapsed() < Duration::from_secs(300), "run timed out");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        runner.start(&wf).expect("first run");
+        wait(&mut runner, &|r| !r.running);
+        assert!(runner
+            .stats_shown(&wf, stats_node)
+            .is_some_and(|(_, stale)| !stale));
+
+        // The second run (a new seed, so the Sampler runs again), caught part-way.
+        let mut caught = false;
+        for seed in 1..=5 {
+            wf.set_param(sampler, "seed", Value::Int(seed));
+            runner.start(&wf).expect("second run");
+            wait(&mut runner, &|r| {
+                !r.running || r.live.get(&sampler).is_some_and(|l| !l.steps.is_empty())
+            });
+            let done = runner.live.get(&sampler).map_or(0, |l| l.steps.len());
+            if runner.running && done < steps && runner.stale.contains(&sampler) {
+                caught = true;
+                break;
+            }
+            wait(&mut runner, &|r| !r.running);
+        }
+        assert!(caught, "a second run was seen part-way");
+        let theme = Theme::builtin("dark").expect("theme");
+        let registry = Registry::builtin();
+        let images = HashMap::new();
+        let cases = [("stats".to_string(), wf.clone(), stats_node)];
+        let mut h = body_harness(&cases, &runner, &theme, &registry, &images, [460.0, 420.0]);
+        h.run();
+        assert!(h
+            .query_by_label_contains("previous run: these statistics")
+            .is_none());
+        let at = cell_at(&h, &theme, 0, steps);
+        hover_text(&mut h, at, "step 0 (batched): computed");
+        let at = cell_at(&h, &theme, steps - 1, steps);
+        hover_text(&mut h, at, &format!("step {}: not run yet", steps - 1));
+    }
+}

@@ -19,6 +19,7 @@ use cachedit_nodes::models::builtin::load_model;
 use cachedit_nodes::models::dit::{DiT, DiTConfig};
 use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
 use cachedit_nodes::sampling::hook::{CallInfo, PlainForward, TransformerHook};
+use cachedit_nodes::sampling::measure::{load_average_1m, process_cpu_ms};
 use cachedit_nodes::sampling::schedulers::SchedulerKind;
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
@@ -135,7 +136,7 @@ fn run_once(
     };
     let mut calls = Vec::new();
     let mut outside_ms = 0.0;
-    let cpu_start = cpu_ms();
+    let cpu_start = process_cpu_ms();
     let started = Instant::now();
     let out = denoise(dit, settings, noise, hook.as_mut(), &mut |p| {
         outside_ms += p.ms - p.calls.iter().map(|c| c.ms).sum::<f64>();
@@ -143,7 +144,9 @@ fn run_once(
         Flow::Continue
     })?;
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    let cpu_ms = cpu_ms().zip(cpu_start).map(|(end, start)| end - start);
+    let cpu_ms = process_cpu_ms()
+        .zip(cpu_start)
+        .map(|(end, start)| end - start);
     let image = image_from_tensor(&out.sample)?
         .into_iter()
         .next()
@@ -157,20 +160,9 @@ fn run_once(
     })
 }
 
-/// User + system CPU time of this process, all threads (Linux `/proc/self/stat`, in clock
-/// ticks of 10 ms). On a shared CPU it tracks the work done where wall time tracks the load.
-fn cpu_ms() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
-    // Fields 14 and 15 of proc(5), counted after the command name.
-    Some((ticks(11)? + ticks(12)?) * 10.0)
-}
-
-/// The 1-minute load average (Linux), to say how busy the machine was.
+/// The 1-minute load average, as the table prints it.
 fn load_average() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    text.split_whitespace().next().map(str::to_string)
+    load_average_1m().map(|l| format!("{l:.2}"))
 }
 
 /// One table row: a config at one step count, over all images.

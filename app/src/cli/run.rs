@@ -11,7 +11,7 @@ use cachedit_nodes::image::png_io::workflow_text_from_png;
 use cachedit_nodes::models::builtin::builtin_models;
 use cachedit_nodes::registry::Registry;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 fn is_png(path: &Path) -> bool {
@@ -83,6 +83,14 @@ fn bar_style() -> ProgressStyle {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
+/// A Sampler's progress bar, `len` units long.
+fn sampler_bar(bars: &MultiProgress, wf: &Workflow, node: NodeId, len: u64) -> ProgressBar {
+    let bar = bars.add(ProgressBar::new(len));
+    bar.set_style(bar_style());
+    bar.set_prefix(wf.describe(node));
+    bar
+}
+
 pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
     let wf = load_any(path, from_png)?;
     let registry = Registry::builtin();
@@ -99,6 +107,7 @@ pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
 
     let bars = MultiProgress::new();
     let mut per_sampler: HashMap<NodeId, ProgressBar> = HashMap::new();
+    let mut measuring: HashSet<NodeId> = HashSet::new();
     let mut events = Vec::new();
     let outcome = loop {
         let event = executor
@@ -110,14 +119,24 @@ pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
         }
         match &event {
             Event::Step { node, step, .. } => {
-                let bar = per_sampler.entry(*node).or_insert_with(|| {
-                    let bar = bars.add(ProgressBar::new(step.total as u64));
-                    bar.set_style(bar_style());
-                    bar.set_prefix(wf.describe(*node));
-                    bar
-                });
-                bar.set_position(step.index as u64 + 1);
-                bar.set_message(format!("{:.1} ms/step", step.ms));
+                let bar = per_sampler
+                    .entry(*node)
+                    .or_insert_with(|| sampler_bar(&bars, &wf, *node, step.total as u64));
+                // A measuring Sampler's bar follows its rounds (the Measure events) instead.
+                if !measuring.contains(node) {
+                    bar.set_position(step.index as u64 + 1);
+                    bar.set_message(format!("{:.1} ms/step", step.ms));
+                }
+            }
+            Event::Measure { node, progress, .. } => {
+                let runs = 2 * progress.rounds * progress.steps;
+                let bar = per_sampler
+                    .entry(*node)
+                    .or_insert_with(|| sampler_bar(&bars, &wf, *node, runs as u64));
+                measuring.insert(*node);
+                bar.set_length(runs as u64);
+                bar.set_position((progress.runs_done * progress.steps + progress.step) as u64);
+                bar.set_message(progress.label());
             }
             Event::NodeFinished { node, ms, .. } => {
                 if let Some(bar) = per_sampler.get(node) {

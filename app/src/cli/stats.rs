@@ -113,7 +113,7 @@ impl RunReport {
                     }
                     .into();
                 }
-                Event::NodeStarted { .. } => {}
+                Event::NodeStarted { .. } | Event::Measure { .. } => {}
             }
         }
         for id in order {

@@ -3,7 +3,7 @@
 
 use super::params::{self, ParamChange};
 use super::runner::{NodeStatus, Runner};
-use super::stats_view::{self, StatsInput};
+use super::stats_view::{self, BaselineSetting, StatsInput};
 use super::theme::Theme;
 use cachedit_nodes::cache::{schedule_preview, DiffStats, SchedulePreview};
 use cachedit_nodes::graph::document::{NodeId, Workflow};
@@ -79,6 +79,15 @@ fn status_line(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId, kind: &str) {
         }
         Some(NodeStatus::Running) => {
             let live = bcx.runner.live.get(&id);
+            if let Some(p) = bcx.runner.measure.get(&id) {
+                ui.add(
+                    egui::ProgressBar::new(p.fraction())
+                        .desired_width(200.0)
+                        .fill(c.running.color())
+                        .text(p.label()),
+                );
+                return;
+            }
             match live {
                 Some(l) if l.total > 0 => {
                     let done = l.steps.len();
@@ -115,6 +124,24 @@ fn status_line(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId, kind: &str) {
             ui.colored_label(c.warning.color(), "cancelled");
         }
         None => {}
+    }
+}
+
+/// How a Sampler is set to time a baseline (`baseline`, `baseline_rounds`, a linked cache).
+fn baseline_setting(bcx: &BodyContext<'_>, sampler: NodeId) -> BaselineSetting {
+    let params = bcx
+        .wf
+        .node(sampler)
+        .and_then(|n| resolve_params(n, bcx.registry.spec(&n.kind)?).ok());
+    let Some(params) = params else {
+        return BaselineSetting::Off;
+    };
+    match (params.boolean("baseline"), params.int("baseline_rounds")) {
+        (Ok(true), _) if upstream(bcx.wf, sampler, "cache").is_none() => BaselineSetting::NoCache,
+        (Ok(true), Ok(rounds)) => BaselineSetting::On {
+            rounds: usize::try_from(rounds).unwrap_or(1),
+        },
+        _ => BaselineSetting::Off,
     }
 }
 
@@ -162,7 +189,7 @@ pub fn node_body(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId) -> Vec<ParamCha
             DETAILED_STATS => {
                 let sampler = upstream(bcx.wf, id, "stats");
                 let live = sampler.and_then(|s| bcx.runner.live.get(&s));
-                let stats = bcx.runner.stats_for(bcx.wf, id).map(|s| s.as_ref());
+                let shown = bcx.runner.stats_shown(bcx.wf, id);
                 let preview = sampler.and_then(|s| {
                     let config = upstream(bcx.wf, s, "cache")?;
                     preview_for(bcx.wf, bcx.registry, config, s)
@@ -170,7 +197,10 @@ pub fn node_body(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId) -> Vec<ParamCha
                 let input = StatsInput {
                     live: live.map(|l| l.steps.as_slice()),
                     live_total: live.map_or(0, |l| l.total),
-                    stats,
+                    stats: shown.map(|(s, _)| s.as_ref()),
+                    stale: shown.is_some_and(|(_, stale)| stale),
+                    measuring: sampler.and_then(|s| bcx.runner.measure.get(&s).copied()),
+                    baseline: sampler.map_or(BaselineSetting::Off, |s| baseline_setting(bcx, s)),
                     preview: preview.as_ref().map(|(p, _)| p),
                     threshold: preview.as_ref().map(|(_, t)| *t),
                     hide_times: bcx.hide_times,

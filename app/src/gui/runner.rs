@@ -1,12 +1,12 @@
 //! Runs the document on the executor thread and keeps what its events said, per node.
 
-use cachedit_nodes::exec::events::{Event, RunId, RunOutcome, StepProgress};
+use cachedit_nodes::exec::events::{Event, MeasureProgress, RunId, RunOutcome, StepProgress};
 use cachedit_nodes::exec::executor::{ExecConfig, Executor};
 use cachedit_nodes::graph::document::{NodeId, Workflow};
 use cachedit_nodes::image::RgbImage;
 use cachedit_nodes::registry::Registry;
 use cachedit_nodes::sampling::stats::SamplerStats;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -51,6 +51,11 @@ pub struct Runner {
     pub live: HashMap<NodeId, LiveSteps>,
     /// Final stats per node (the Sampler and the Detailed Stats nodes that showed them).
     pub stats: HashMap<NodeId, Arc<SamplerStats>>,
+    /// Nodes whose `stats` are from an earlier run: marked when a run starts, cleared when the
+    /// run sends the node's new stats or reuses its outputs (then the old stats are current).
+    pub stale: HashSet<NodeId>,
+    /// Where a Sampler timing a baseline stands in its interleaved rounds, in the latest run.
+    pub measure: HashMap<NodeId, MeasureProgress>,
     /// The latest step preview per sampler node.
     pub previews: HashMap<NodeId, Arc<RgbImage>>,
     /// Files written per node in the latest run.
@@ -75,6 +80,8 @@ impl Runner {
             status: HashMap::new(),
             live: HashMap::new(),
             stats: HashMap::new(),
+            stale: HashSet::new(),
+            measure: HashMap::new(),
             previews: HashMap::new(),
             files: HashMap::new(),
             outcome: None,
@@ -96,6 +103,8 @@ impl Runner {
         self.running = true;
         self.status.clear();
         self.live.clear();
+        self.measure.clear();
+        self.stale = self.stats.keys().copied().collect();
         self.files.clear();
         self.outcome = None;
         self.last_run = Some(wf.clone());
@@ -127,7 +136,8 @@ impl Runner {
         notices
     }
 
-    fn apply(&mut self, event: Event, notices: &mut Vec<Notice>) {
+    /// Takes one event of the current run into the state (what [`Self::poll`] does with each).
+    pub fn apply(&mut self, event: Event, notices: &mut Vec<Notice>) {
         match event {
             Event::RunStarted { order, .. } => {
                 for id in order {
@@ -140,6 +150,11 @@ impl Runner {
             Event::NodeFinished {
                 node, ms, reused, ..
             } => {
+                self.measure.remove(&node);
+                if reused {
+                    // Node reuse: the outputs, and so the stats, are those of the last run.
+                    self.stale.remove(&node);
+                }
                 self.status.insert(node, NodeStatus::Done { ms, reused });
             }
             Event::Step { node, step, .. } => {
@@ -150,7 +165,11 @@ impl Runner {
                 live.total = step.total;
                 live.steps.push(step);
             }
+            Event::Measure { node, progress, .. } => {
+                self.measure.insert(node, progress);
+            }
             Event::Stats { node, stats, .. } => {
+                self.stale.remove(&node);
                 self.stats.insert(node, stats);
             }
             Event::FileWritten { node, path, .. } => {
@@ -174,6 +193,7 @@ impl Runner {
             }
             Event::RunFinished { outcome, ms, .. } => {
                 self.running = false;
+                self.measure.clear();
                 self.outcome = Some((outcome, ms));
                 for s in self.status.values_mut() {
                     if matches!(s, NodeStatus::Running) && outcome == RunOutcome::Cancelled {
@@ -203,8 +223,23 @@ impl Runner {
 
     /// Stats to show for a node: its own final stats, or those of its source sampler.
     pub fn stats_for(&self, wf: &Workflow, node: NodeId) -> Option<&Arc<SamplerStats>> {
-        self.stats
-            .get(&node)
-            .or_else(|| self.stats.get(&Self::stats_source(wf, node)))
+        self.stats_shown(wf, node).map(|(stats, _)| stats)
+    }
+
+    /// Like [`Self::stats_for`], preferring stats of the latest run, with whether the ones
+    /// given are from an earlier run (stale).
+    pub fn stats_shown(&self, wf: &Workflow, node: NodeId) -> Option<(&Arc<SamplerStats>, bool)> {
+        let candidates = [node, Self::stats_source(wf, node)];
+        let current = candidates
+            .iter()
+            .filter(|id| !self.stale.contains(id))
+            .find_map(|id| self.stats.get(id));
+        match current {
+            Some(stats) => Some((stats, false)),
+            None => candidates
+                .iter()
+                .find_map(|id| self.stats.get(id))
+                .map(|stats| (stats, true)),
+        }
     }
 }

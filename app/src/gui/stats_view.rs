@@ -4,10 +4,26 @@ use super::theme::Theme;
 use cachedit_nodes::cache::{
     CacheSummary, CallRecord, CfgBranch, Decision, Planned, Reason, SchedulePreview,
 };
-use cachedit_nodes::exec::events::StepProgress;
+use cachedit_nodes::exec::events::{MeasureProgress, StepProgress};
+use cachedit_nodes::sampling::measure::{Measured, Verdict};
 use cachedit_nodes::sampling::stats::SamplerStats;
 use egui::{Color32, Rect, Sense, Ui, Vec2};
 use egui_plot::{Bar, BarChart, HLine, Line, Plot, PlotPoints};
+
+/// How the Sampler feeding the view is set to time a baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BaselineSetting {
+    #[default]
+    Off,
+    /// `baseline` on, but no step cache to compare with.
+    NoCache,
+    On {
+        rounds: usize,
+    },
+}
+
+/// Opacity of statistics from an earlier run.
+const STALE_OPACITY: f32 = 0.45;
 
 /// What the view shows: a run (live or finished) and/or the schedule planned before it.
 #[derive(Default)]
@@ -18,6 +34,13 @@ pub struct StatsInput<'a> {
     pub live_total: usize,
     /// The finished run's stats.
     pub stats: Option<&'a SamplerStats>,
+    /// `stats` are from an earlier run than the latest (shown dimmed until the new run's steps
+    /// arrive, which then take their place).
+    pub stale: bool,
+    /// The sampler's interleaved baseline rounds, while it measures.
+    pub measuring: Option<MeasureProgress>,
+    /// The sampler's `baseline` setting in the document.
+    pub baseline: BaselineSetting,
     /// The counter schedule of the connected cache config, drawn before the run.
     pub preview: Option<&'a SchedulePreview>,
     /// The connected config's residual-diff threshold (adaptive strategy).
@@ -32,8 +55,15 @@ struct StepRow {
     calls: Vec<CallRecord>,
 }
 
+/// The finished stats to draw: the current run's, or an earlier run's until the latest run's
+/// steps arrive.
+fn finished<'a>(input: &StatsInput<'a>) -> Option<&'a SamplerStats> {
+    let live_started = input.live.is_some_and(|l| !l.is_empty());
+    input.stats.filter(|_| !(input.stale && live_started))
+}
+
 fn rows(input: &StatsInput<'_>) -> (Vec<StepRow>, usize) {
-    if let Some(stats) = input.stats {
+    if let Some(stats) = finished(input) {
         let total = stats.steps.len();
         let mut rows: Vec<StepRow> = stats
             .steps
@@ -289,7 +319,8 @@ pub fn time_bars(ui: &mut Ui, theme: &Theme, input: &StatsInput<'_>, id: egui::I
 
 /// Hit rate, block evaluations saved, ideal vs measured speedup, diff percentiles.
 pub fn totals(ui: &mut Ui, theme: &Theme, input: &StatsInput<'_>) {
-    let calls: Vec<CallRecord> = match (input.stats, input.live) {
+    let stats = finished(input);
+    let calls: Vec<CallRecord> = match (stats, input.live) {
         (Some(s), _) => s.calls.clone(),
         (None, Some(live)) => live.iter().flat_map(|s| s.calls.iter().cloned()).collect(),
         (None, None) => Vec::new(),
@@ -306,8 +337,7 @@ pub fn totals(ui: &mut Ui, theme: &Theme, input: &StatsInput<'_>) {
         }
         return;
     }
-    let summary = input
-        .stats
+    let summary = stats
         .and_then(|s| s.summary.clone())
         .unwrap_or_else(|| CacheSummary::from_records("", &calls, 0));
     egui::Grid::new(ui.id().with("totals"))
@@ -333,29 +363,17 @@ pub fn totals(ui: &mut Ui, theme: &Theme, input: &StatsInput<'_>) {
             ui.label(format!("{:.2}×", summary.ideal_speedup));
             ui.end_row();
             ui.label("measured speedup");
-            match input.stats.and_then(|s| s.measured.as_ref()) {
-                Some(m) if !input.hide_times => {
-                    let color = if m.speedup < 1.0 {
-                        theme.colors.error.color()
-                    } else {
-                        theme.colors.ok.color()
-                    };
-                    ui.colored_label(
-                        color,
-                        format!(
-                            "{:.2}× (PSNR {:.1} dB, SSIM {:.3})",
-                            m.speedup, m.psnr_db, m.ssim
-                        ),
-                    );
-                }
-                Some(_) => {
-                    ui.label("measured");
+            match stats.and_then(|s| s.measured.as_ref()) {
+                Some(m) if !input.hide_times => measured_rows(ui, theme, m),
+                Some(m) => {
+                    ui.label(format!("measured ({})", m.verdict.name()));
+                    ui.end_row();
                 }
                 None => {
-                    ui.weak("turn on the Sampler's baseline to measure");
+                    ui.weak(not_measured(input, stats.is_some()));
+                    ui.end_row();
                 }
             }
-            ui.end_row();
             if let Some(d) = &summary.diffs {
                 ui.label("diff percentiles");
                 ui.label(format!(
@@ -367,9 +385,102 @@ pub fn totals(ui: &mut Ui, theme: &Theme, input: &StatsInput<'_>) {
         });
 }
 
+/// Why there is no measured speedup (yet), in the words of the Sampler's setting.
+fn not_measured(input: &StatsInput<'_>, finished: bool) -> String {
+    match (input.measuring, input.baseline) {
+        (Some(p), _) => format!("measuring: {}", p.label()),
+        (None, BaselineSetting::On { .. }) if finished && input.stale => {
+            "not timed in the previous run".into()
+        }
+        (None, BaselineSetting::On { .. }) if finished => {
+            "not timed in this run: run again to measure".into()
+        }
+        (None, BaselineSetting::On { rounds }) => {
+            format!("timed when the run ends ({rounds} rounds against an uncached run)")
+        }
+        (None, BaselineSetting::NoCache) => "baseline needs a step cache on the Sampler".into(),
+        (None, BaselineSetting::Off) => "turn on the Sampler's baseline to measure".into(),
+    }
+}
+
+/// The measured speedup and its rounds: a result in the `ok` colour only when it is one; a
+/// speedup beyond the ideal is shown as the ideal (within the spread) or flagged as noise.
+fn measured_rows(ui: &mut Ui, theme: &Theme, m: &Measured) {
+    let c = &theme.colors;
+    let range = format!("{:.2}–{:.2}×", m.speedup_min, m.speedup_max);
+    let headline = match m.verdict {
+        Verdict::Plausible => {
+            let color = if m.speedup < 1.0 { c.error } else { c.ok };
+            ui.colored_label(color.color(), format!("{:.2}× ({range})", m.speedup))
+        }
+        Verdict::WithinNoise => ui.label(format!("at the ideal {:.2}× ({range})", m.ideal_speedup)),
+        Verdict::Noisy => ui.colored_label(
+            c.warning.color(),
+            format!("noisy measurement: {:.2}× ({range})", m.speedup),
+        ),
+    };
+    headline.on_hover_text(m.headline("×"));
+    ui.end_row();
+    ui.label("rounds");
+    let load = m.load_average.map_or("load average unknown".into(), |l| {
+        format!("load average {l:.2}")
+    });
+    match m.verdict {
+        Verdict::Noisy => ui.colored_label(
+            c.warning.color(),
+            format!(
+                "{} interleaved; {load}\nbeyond the ideal {:.2}× by more than\nthe spread: \
+                 not a result",
+                m.rounds, m.ideal_speedup
+            ),
+        ),
+        _ => ui.label(format!(
+            "{} interleaved; {:.0}% of the ideal\n{load}",
+            m.rounds,
+            m.efficiency * 100.0
+        )),
+    };
+    ui.end_row();
+    let spread = |s: &cachedit_nodes::sampling::measure::Spread| {
+        format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max)
+    };
+    ui.label("wall ms");
+    ui.label(format!(
+        "uncached {}, cached {}",
+        spread(&m.baseline.wall_ms),
+        spread(&m.cached.wall_ms)
+    ));
+    ui.end_row();
+    ui.label("CPU ms");
+    match (&m.baseline.cpu_ms, &m.cached.cpu_ms, m.cpu_speedup) {
+        (Some(b), Some(cached), Some(x)) => ui.label(format!(
+            "uncached {}, cached {}\n({x:.2}×)",
+            spread(b),
+            spread(cached)
+        )),
+        _ => ui.weak("not reported by this OS"),
+    };
+    ui.end_row();
+    ui.label("quality");
+    ui.label(format!("PSNR {:.1} dB, SSIM {:.3}", m.psnr_db, m.ssim));
+    ui.end_row();
+    if !m.repeatable {
+        ui.label("");
+        ui.colored_label(c.warning.color(), "the rounds gave different images");
+        ui.end_row();
+    }
+}
+
 /// The whole Detailed Stats body.
 pub fn show(ui: &mut Ui, theme: &Theme, input: &StatsInput<'_>, id: egui::Id) {
     ui.vertical(|ui| {
+        if input.stale && finished(input).is_some() {
+            ui.colored_label(
+                theme.colors.warning.color(),
+                "previous run: these statistics are not from the latest run",
+            );
+            ui.multiply_opacity(STALE_OPACITY);
+        }
         timeline(ui, theme, input);
         legend(ui, theme);
         diff_plot(ui, theme, input, id);

@@ -1,6 +1,6 @@
 //! What a running node can see and do: its ids, the event channel, cancellation, output folder.
 
-use super::events::{Event, RunId, StepProgress};
+use super::events::{Event, MeasureProgress, RunId, StepProgress};
 use crate::graph::document::NodeId;
 use crate::registry::NodeError;
 use crate::sampling::stats::SamplerStats;
@@ -31,6 +31,14 @@ impl NodeContext<'_> {
             run_id: self.run_id,
             node: self.node,
             step,
+        });
+    }
+
+    pub fn measure(&self, progress: MeasureProgress) {
+        self.emit(Event::Measure {
+            run_id: self.run_id,
+            node: self.node,
+            progress,
         });
     }
 

@@ -36,6 +36,49 @@ pub struct StepProgress {
     pub preview: Option<Arc<RgbImage>>,
 }
 
+/// Which kind of run a measuring Sampler is timing (its `baseline` on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeasurePhase {
+    /// The uncached twin (silent: no step events, only this progress).
+    Baseline,
+    /// The cached run; its first round is the one the user sees (step events too).
+    Cached,
+}
+
+/// Where a Sampler that times an uncached baseline stands: sent on every step of every round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeasureProgress {
+    pub phase: MeasurePhase,
+    /// 1-based round, of `rounds`.
+    pub round: usize,
+    pub rounds: usize,
+    /// Steps done in this run (1-based), of `steps`.
+    pub step: usize,
+    pub steps: usize,
+    /// Runs finished before this one (each round makes two: uncached and cached).
+    pub runs_done: usize,
+}
+
+impl MeasureProgress {
+    /// Share of the node's whole work done, 0 to 1.
+    pub fn fraction(&self) -> f32 {
+        let total = (2 * self.rounds * self.steps).max(1);
+        (self.runs_done * self.steps + self.step) as f32 / total as f32
+    }
+
+    /// What a progress bar says: `baseline round 2/3, step 12/25`.
+    pub fn label(&self) -> String {
+        let phase = match self.phase {
+            MeasurePhase::Baseline => "baseline",
+            MeasurePhase::Cached => "cached",
+        };
+        format!(
+            "{phase} round {}/{}, step {}/{}",
+            self.round, self.rounds, self.step, self.steps
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     RunStarted {
@@ -58,6 +101,12 @@ pub enum Event {
         run_id: RunId,
         node: NodeId,
         step: StepProgress,
+    },
+    /// A Sampler timing a baseline: where its interleaved rounds stand.
+    Measure {
+        run_id: RunId,
+        node: NodeId,
+        progress: MeasureProgress,
     },
     /// A sampler's statistics for the run it just finished (sent by the Sampler, and again by
     /// each Detailed Stats node showing them).
@@ -92,6 +141,7 @@ impl Event {
             | Event::NodeStarted { run_id, .. }
             | Event::NodeFinished { run_id, .. }
             | Event::Step { run_id, .. }
+            | Event::Measure { run_id, .. }
             | Event::Stats { run_id, .. }
             | Event::FileWritten { run_id, .. }
             | Event::NodeError { run_id, .. }

@@ -6,5 +6,5 @@ pub mod events;
 pub mod executor;
 pub mod memo;
 
-pub use events::{Event, RunId, RunOutcome, StepProgress};
+pub use events::{Event, MeasurePhase, MeasureProgress, RunId, RunOutcome, StepProgress};
 pub use executor::{ExecConfig, ExecError, Executor};

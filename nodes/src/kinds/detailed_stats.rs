@@ -6,6 +6,7 @@ use crate::cache::{CacheSummary, Decision};
 use crate::exec::context::NodeContext;
 use crate::registry::Params;
 use crate::registry::{Inputs, KindSpec, NodeError, NodeKind, Outputs, PortSpec, PortType};
+use crate::sampling::measure::{Measured, Verdict};
 use crate::sampling::stats::SamplerStats;
 
 pub struct DetailedStats;
@@ -56,6 +57,30 @@ pub fn check_stats(stats: &SamplerStats) -> Result<(), NodeError> {
         if reused != summary.reused_calls {
             return Err(inconsistent("reused calls".into()));
         }
+        if let Some(m) = &stats.measured {
+            check_measured(m, summary.ideal_speedup)?;
+        }
+    }
+    Ok(())
+}
+
+/// A measured speedup must be the ratio of the medians, against this run's ideal, with the
+/// verdict its range gives: a speedup beyond the ideal never passes as a result.
+fn check_measured(m: &Measured, ideal: f64) -> Result<(), NodeError> {
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    let ratio = m.baseline.wall_ms.median / m.cached.wall_ms.median.max(f64::MIN_POSITIVE);
+    if !close(m.ideal_speedup, ideal) || !close(m.speedup, ratio) {
+        return Err(inconsistent(format!(
+            "measured speedup {:.3} against ideal {:.3}",
+            m.speedup, m.ideal_speedup
+        )));
+    }
+    let verdict = Verdict::of(m.speedup, m.speedup_min, ideal);
+    if m.verdict != verdict {
+        return Err(inconsistent(format!(
+            "verdict {:?} where the measured range gives {:?}",
+            m.verdict, verdict
+        )));
     }
     Ok(())
 }
@@ -96,6 +121,7 @@ impl NodeKind for DetailedStats {
 mod tests {
     use super::*;
     use crate::cache::{CallRecord, CfgBranch, Reason};
+    use crate::sampling::measure::RunTime;
     use crate::sampling::stats::StepStat;
 
     fn stats() -> SamplerStats {
@@ -153,5 +179,39 @@ mod tests {
         let mut s = stats();
         s.calls[0].step = 9;
         assert!(check_stats(&s).is_err(), "a call past the last step");
+    }
+
+    #[test]
+    fn a_speedup_beyond_the_ideal_cannot_pass_as_a_result() {
+        let mut s = stats();
+        let ideal = s.summary.as_ref().map_or(1.0, |x| x.ideal_speedup);
+        let run = |wall_ms| RunTime {
+            wall_ms,
+            cpu_ms: None,
+        };
+        s.measured = Measured::from_rounds(
+            &[run(300.0), run(310.0), run(290.0)],
+            &[run(100.0), run(105.0), run(95.0)],
+            ideal,
+            (30.0, 0.9),
+            true,
+            Some(4.0),
+        );
+        assert_eq!(s.measured.as_ref().map(|m| m.verdict), Some(Verdict::Noisy));
+        assert!(check_stats(&s).is_ok());
+        let mut tampered = s.clone();
+        if let Some(m) = tampered.measured.as_mut() {
+            m.verdict = Verdict::Plausible;
+        }
+        let err = check_stats(&tampered).expect_err("verdict").to_string();
+        assert!(err.contains("verdict"), "{err}");
+        let mut tampered = s;
+        if let Some(m) = tampered.measured.as_mut() {
+            m.speedup = 1.1;
+        }
+        assert!(
+            check_stats(&tampered).is_err(),
+            "not the ratio of the medians"
+        );
     }
 }

@@ -5,10 +5,10 @@
 use crate::cache::{check_run, CacheSummary, StepCache, NO_CACHE};
 use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
+use crate::exec::events::{MeasureProgress, StepProgress};
 use crate::image::convert::image_from_tensor;
 use crate::image::RgbImage;
 use crate::metrics::{psnr, ssim};
-use crate::models::dit::DiT;
 use crate::registry::{
     Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
 };
@@ -16,10 +16,11 @@ use crate::sampling::denoise::{
     denoise, initial_noise, CfgMode, Flow, SampleResult, SampleSettings,
 };
 use crate::sampling::hook::{PlainForward, TransformerHook};
+use crate::sampling::interleave::run_interleaved;
+use crate::sampling::measure::load_average_1m;
 use crate::sampling::schedulers::SchedulerKind;
 use crate::sampling::stats::{Measured, SamplerStats, StepStat};
 use crate::sampling::SamplingError;
-use candle_core::{DType, Tensor};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,7 +82,16 @@ impl NodeKind for Sampler {
                     "baseline",
                     false,
                     "with a step cache: also run uncached (same settings) to measure the real \
-                     speedup and the quality loss (PSNR, SSIM); doubles the run time",
+                     speedup and the quality loss (PSNR, SSIM); takes `baseline_rounds` times \
+                     two runs",
+                ),
+                ParamSpec::int(
+                    "baseline_rounds",
+                    3,
+                    1,
+                    20,
+                    "with `baseline`: interleaved rounds of one uncached and one cached run; \
+                     the speedup is the ratio of the medians, with the range of the rounds",
                 ),
             ],
         }
@@ -124,54 +134,67 @@ impl NodeKind for Sampler {
         let started = Instant::now();
         let noise = initial_noise(&model.dit, &settings, &model.device)?;
 
-        // The uncached twin runs first, silently, after one warm-up forward so that neither
-        // run pays the first-call costs (allocations, kernel loading) alone.
-        let baseline = match (&cache, params.boolean("baseline")?) {
-            (Some(_), true) => {
-                warm_up(&model.dit, &settings, &noise)?;
-                let mut plain = PlainForward::default();
-                let result = denoise(&model.dit, &settings, &noise, &mut plain, &mut |_| {
-                    flow(ctx)
-                });
-                Some(sampled(result)?)
-            }
-            _ => None,
-        };
-
         let mut hook: Box<dyn TransformerHook> = match &cache {
             Some(c) => Box::new(StepCache::new(c.clone())),
             None => Box::new(PlainForward::default()),
         };
         let mut calls = Vec::new();
-        let result = denoise(
-            &model.dit,
-            &settings,
-            &noise,
-            hook.as_mut(),
-            &mut |progress| {
-                calls.extend(progress.calls.iter().cloned());
-                ctx.step(progress.clone());
-                flow(ctx)
-            },
-        );
-        let (result, image) = sampled(result)?;
+        let mut on_live_step = |progress: &StepProgress| {
+            calls.extend(progress.calls.iter().cloned());
+            ctx.step(progress.clone());
+            flow(ctx)
+        };
+        // With `baseline`, the cached run the user sees is the first of interleaved rounds
+        // against its uncached twin (sampling/interleave.rs).
+        let interleaved = match (&cache, params.boolean("baseline")?) {
+            (Some(_), true) => {
+                let rounds = params.int("baseline_rounds")? as usize;
+                let mut on_progress = |p: &MeasureProgress| {
+                    ctx.measure(*p);
+                    flow(ctx)
+                };
+                Some(cancelled(run_interleaved(
+                    &model.dit,
+                    &settings,
+                    &noise,
+                    hook.as_mut(),
+                    rounds,
+                    &mut on_live_step,
+                    &mut on_progress,
+                ))?)
+            }
+            _ => None,
+        };
+        let (result, peak_bytes) = match &interleaved {
+            Some(r) => (r.live.clone(), r.live_peak_bytes),
+            None => {
+                let result = denoise(
+                    &model.dit,
+                    &settings,
+                    &noise,
+                    hook.as_mut(),
+                    &mut on_live_step,
+                );
+                (cancelled(result)?, hook.peak_bytes())
+            }
+        };
+        let image = image_of(&result)?;
         let signature = cache
             .as_ref()
             .map_or(NO_CACHE.to_string(), |c| c.signature());
-        let summary = CacheSummary::from_records(&signature, &calls, hook.peak_bytes());
+        let summary = CacheSummary::from_records(&signature, &calls, peak_bytes);
         let denoise_ms = loop_ms(&result);
-        let measured = match baseline {
-            Some((base, base_image)) => {
-                let baseline_ms = loop_ms(&base);
-                let speedup = baseline_ms / denoise_ms.max(f64::MIN_POSITIVE);
-                Some(Measured {
-                    baseline_ms,
-                    cached_ms: denoise_ms,
-                    speedup,
-                    efficiency: speedup / summary.ideal_speedup,
-                    psnr_db: psnr(&base_image, &image)?,
-                    ssim: ssim(&base_image, &image)?,
-                })
+        let measured = match interleaved {
+            Some(r) => {
+                let base_image = image_of(&r.baseline)?;
+                Measured::from_rounds(
+                    &r.baseline_runs,
+                    &r.cached_runs,
+                    summary.ideal_speedup,
+                    (psnr(&base_image, &image)?, ssim(&base_image, &image)?),
+                    r.repeatable,
+                    load_average_1m(),
+                )
             }
             None => None,
         };
@@ -207,38 +230,23 @@ fn flow(ctx: &NodeContext) -> Flow {
     }
 }
 
-/// One uncached forward on a batch of the run's largest shape.
-fn warm_up(dit: &DiT, settings: &SampleSettings, noise: &Tensor) -> Result<(), NodeError> {
-    let warm = |source| {
-        NodeError::Sampling(SamplingError::Candle {
-            context: "warm-up forward",
-            source,
-        })
-    };
-    let batch = 2 * settings.class_labels.len();
-    let x = Tensor::cat(&[noise, noise], 0).map_err(warm)?;
-    let t = Tensor::full(500f32, batch, noise.device()).map_err(warm)?;
-    let labels = Tensor::zeros(batch, DType::U32, noise.device()).map_err(warm)?;
-    dit.forward(&x, &t, &labels).map_err(warm)?;
-    dit.device().synchronize().map_err(warm)
-}
-
 /// Denoise-loop wall time: the sum of the steps.
 fn loop_ms(result: &SampleResult) -> f64 {
     result.steps.iter().map(|s| s.ms).sum()
 }
 
-/// The sampled result and its image; a cancel becomes the node's cancel.
-fn sampled(
-    result: Result<SampleResult, SamplingError>,
-) -> Result<(SampleResult, RgbImage), NodeError> {
-    let result = match result {
-        Err(SamplingError::Cancelled) => return Err(NodeError::Cancelled),
-        other => other?,
-    };
-    let image = image_from_tensor(&result.sample)?
+/// A cancel becomes the node's cancel.
+fn cancelled<T>(result: Result<T, SamplingError>) -> Result<T, NodeError> {
+    match result {
+        Err(SamplingError::Cancelled) => Err(NodeError::Cancelled),
+        other => Ok(other?),
+    }
+}
+
+/// The first image of the batch.
+fn image_of(result: &SampleResult) -> Result<RgbImage, NodeError> {
+    image_from_tensor(&result.sample)?
         .into_iter()
         .next()
-        .ok_or_else(|| NodeError::Other("the sampler produced no image".into()))?;
-    Ok((result, image))
+        .ok_or_else(|| NodeError::Other("the sampler produced no image".into()))
 }

@@ -2,6 +2,8 @@
 
 pub mod denoise;
 pub mod hook;
+pub mod interleave;
+pub mod measure;
 pub mod schedulers;
 pub mod stats;
 

@@ -1,0 +1,150 @@
+//! The Sampler's `baseline`: after a warm-up, an uncached twin and the cached run are timed
+//! in interleaved rounds, the order turning each round so that neither always goes first. The
+//! first cached round is the run the user sees (its steps stream live); the others only report
+//! progress, and must reproduce its image bit for bit.
+
+use super::denoise::{denoise, Flow, SampleResult, SampleSettings};
+use super::hook::{PlainForward, TransformerHook};
+use super::measure::{process_cpu_ms, RunTime};
+use super::SamplingError;
+use crate::exec::events::{MeasurePhase, MeasureProgress, StepProgress};
+use crate::models::dit::DiT;
+use candle_core::{DType, Tensor};
+
+/// What the rounds gave.
+pub struct Interleaved {
+    /// The first cached round: the run the user saw.
+    pub live: SampleResult,
+    /// The cache's peak bytes in that run.
+    pub live_peak_bytes: usize,
+    /// The first uncached round (the reference image).
+    pub baseline: SampleResult,
+    /// Every round's times, in round order.
+    pub baseline_runs: Vec<RunTime>,
+    pub cached_runs: Vec<RunTime>,
+    /// Every round gave the same final sample, bit for bit, as the first round of its kind.
+    pub repeatable: bool,
+}
+
+/// The order of round `round` (0-based): cached first in even rounds, so the first run the
+/// user waits for is the live one.
+pub fn round_order(round: usize) -> [MeasurePhase; 2] {
+    if round.is_multiple_of(2) {
+        [MeasurePhase::Cached, MeasurePhase::Baseline]
+    } else {
+        [MeasurePhase::Baseline, MeasurePhase::Cached]
+    }
+}
+
+fn candle(context: &'static str) -> impl FnOnce(candle_core::Error) -> SamplingError {
+    move |source| SamplingError::Candle { context, source }
+}
+
+/// One uncached forward on a batch of the run's largest shape, so that no timed run pays the
+/// first-call costs (allocations, kernel loading) alone.
+fn warm_up(dit: &DiT, settings: &SampleSettings, noise: &Tensor) -> Result<(), SamplingError> {
+    let batch = 2 * settings.class_labels.len();
+    let x = Tensor::cat(&[noise, noise], 0).map_err(candle("warm-up forward"))?;
+    let t = Tensor::full(500f32, batch, noise.device()).map_err(candle("warm-up forward"))?;
+    let labels =
+        Tensor::zeros(batch, DType::U32, noise.device()).map_err(candle("warm-up forward"))?;
+    dit.forward(&x, &t, &labels)
+        .map_err(candle("warm-up forward"))?;
+    dit.device()
+        .synchronize()
+        .map_err(candle("warm-up forward"))
+}
+
+/// The final sample's values, to tell two runs apart bit for bit.
+fn bits(result: &SampleResult) -> Result<Vec<u32>, SamplingError> {
+    let values = result
+        .sample
+        .flatten_all()
+        .and_then(|t| t.to_dtype(DType::F32))
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(candle("comparing rounds"))?;
+    Ok(values.into_iter().map(f32::to_bits).collect())
+}
+
+/// Runs `rounds` (at least 1) interleaved rounds of the uncached twin and the cached run
+/// through `cached`. The first cached round calls `on_live_step` on each step; every step of
+/// every run calls `on_progress`. Either may stop the loop (cancel).
+pub fn run_interleaved(
+    dit: &DiT,
+    settings: &SampleSettings,
+    noise: &Tensor,
+    cached: &mut dyn TransformerHook,
+    rounds: usize,
+    on_live_step: &mut dyn FnMut(&StepProgress) -> Flow,
+    on_progress: &mut dyn FnMut(&MeasureProgress) -> Flow,
+) -> Result<Interleaved, SamplingError> {
+    let rounds = rounds.max(1);
+    warm_up(dit, settings, noise)?;
+    let mut plain = PlainForward::default();
+    let mut first: [Option<(SampleResult, Vec<u32>)>; 2] = [None, None];
+    let mut live_peak_bytes = 0;
+    let mut times: [Vec<RunTime>; 2] = [Vec::new(), Vec::new()];
+    let mut repeatable = true;
+    let mut runs_done = 0;
+    for round in 0..rounds {
+        for phase in round_order(round) {
+            let live = phase == MeasurePhase::Cached && round == 0;
+            let hook: &mut dyn TransformerHook = match phase {
+                MeasurePhase::Cached => &mut *cached,
+                MeasurePhase::Baseline => &mut plain,
+            };
+            let mut on_step = |step: &StepProgress| {
+                if live && on_live_step(step) == Flow::Stop {
+                    return Flow::Stop;
+                }
+                on_progress(&MeasureProgress {
+                    phase,
+                    round: round + 1,
+                    rounds,
+                    step: step.index + 1,
+                    steps: step.total,
+                    runs_done,
+                })
+            };
+            let cpu_before = process_cpu_ms();
+            let result = denoise(dit, settings, noise, hook, &mut on_step)?;
+            let cpu_ms = process_cpu_ms()
+                .zip(cpu_before)
+                .map(|(after, before)| after - before);
+            if live {
+                live_peak_bytes = hook.peak_bytes();
+            }
+            let kind = match phase {
+                MeasurePhase::Baseline => 0,
+                MeasurePhase::Cached => 1,
+            };
+            times[kind].push(RunTime {
+                wall_ms: result.steps.iter().map(|s| s.ms).sum(),
+                cpu_ms,
+            });
+            match &first[kind] {
+                Some((_, reference)) => repeatable &= *reference == bits(&result)?,
+                None => {
+                    let b = bits(&result)?;
+                    first[kind] = Some((result, b));
+                }
+            }
+            runs_done += 1;
+        }
+    }
+    let [Some((baseline, _)), Some((live, _))] = first else {
+        return Err(SamplingError::Invalid {
+            field: "baseline_rounds",
+            message: "no round ran".into(),
+        });
+    };
+    let [baseline_runs, cached_runs] = times;
+    Ok(Interleaved {
+        live,
+        live_peak_bytes,
+        baseline,
+        baseline_runs,
+        cached_runs,
+        repeatable,
+    })
+}
