@@ -255,3 +255,87 @@ fn bench_cache_writes_its_section_and_keeps_the_others() {
     }
     assert!(written.contains("relative-L1 indicator"), "{written}");
 }
+
+#[test]
+fn validate_checks_model_files_class_labels_prefixes_and_latents() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // The built-in model has 10 classes; the prefix is a path; the latent does not exist.
+    std::fs::write(
+        tmp.path().join("wf.ron"),
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel", params: {"model": "scenes-dit"}),
+            (id: 2, kind: "Sampler", params: {"class_label": 12, "latent_file": "nowhere.npy"}),
+            (id: 3, kind: "SaveImage", params: {"filename_prefix": "../escape"}),
+        ], links: [
+            (from: (node: 1, port: "model"), to: (node: 2, port: "model")),
+            (from: (node: 2, port: "image"), to: (node: 3, port: "image")),
+        ])"#,
+    )
+    .expect("write");
+    let o = cachedit(&["validate", "wf.ron"], tmp.path());
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    for says in [
+        "Sampler #2: param `class_label`: class 12 is out of range: the model has classes 0..9",
+        "Sampler #2: param `latent_file`: nowhere.npy",
+        "SaveImage #3: param `filename_prefix`",
+    ] {
+        assert!(err.contains(says), "{says:?} not in {err}");
+    }
+    assert!(
+        !tmp.path().join("out").exists(),
+        "validate creates no folder"
+    );
+
+    // A model path that does not exist is named with the node and the field.
+    std::fs::write(
+        tmp.path().join("missing.ron"),
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel", params: {"model": "./no/such/checkpoint"}),
+            (id: 2, kind: "Sampler", params: {"class_label": 900}),
+        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#,
+    )
+    .expect("write");
+    let o = cachedit(&["validate", "missing.ron"], tmp.path());
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("LoadModel #1: param `model`") && err.contains("no/such/checkpoint"),
+        "{err}"
+    );
+    // With the model unknown, its class count is too: no guess about the class label.
+    assert!(!err.contains("class_label"), "{err}");
+
+    // The example workflows pass.
+    let o = cachedit(
+        &[
+            "validate",
+            &repo().join("workflows/default.ron").display().to_string(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+#[test]
+fn run_checks_the_output_folder_before_sampling() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A file where the output folder should be: nothing can be written under it.
+    std::fs::write(tmp.path().join("taken"), b"a file").expect("write");
+    let workflow = repo().join("workflows/default.ron");
+    let started = std::time::Instant::now();
+    let o = cachedit(
+        &["run", &workflow.display().to_string(), "--out", "taken/out"],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("taken/out"), "{err}");
+    assert!(
+        !text(&o.stdout).contains("Sampler"),
+        "no sampling before the check: {}",
+        text(&o.stdout)
+    );
+    assert!(started.elapsed().as_secs() < 30);
+}

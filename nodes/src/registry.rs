@@ -97,6 +97,29 @@ pub struct ParamSpec {
     pub help: &'static str,
     /// An expert knob: editors may collapse it (and show it on demand).
     pub advanced: bool,
+    /// The param means something only while every one of these holds (e.g. `skip_interval`
+    /// only under the counter strategies); editors hide it otherwise.
+    pub applies_when: Vec<AppliesWhen>,
+}
+
+/// A condition on another param of the same node: its value (a choice, or `true` / `false`
+/// for a boolean) is one of `values`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliesWhen {
+    pub param: &'static str,
+    pub values: &'static [&'static str],
+}
+
+impl AppliesWhen {
+    fn holds(&self, value: Option<&Value>) -> bool {
+        let text = match value {
+            Some(Value::Text(s)) => s.clone(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(other) => other.to_string(),
+            None => return true,
+        };
+        self.values.contains(&text.as_str())
+    }
 }
 
 impl ParamSpec {
@@ -107,6 +130,7 @@ impl ParamSpec {
             default: Value::Int(default),
             help,
             advanced: false,
+            applies_when: Vec::new(),
         }
     }
 
@@ -117,6 +141,7 @@ impl ParamSpec {
             default: Value::Float(default),
             help,
             advanced: false,
+            applies_when: Vec::new(),
         }
     }
 
@@ -127,6 +152,7 @@ impl ParamSpec {
             default: Value::Bool(default),
             help,
             advanced: false,
+            applies_when: Vec::new(),
         }
     }
 
@@ -137,6 +163,7 @@ impl ParamSpec {
             default: Value::Text(default.to_string()),
             help,
             advanced: false,
+            applies_when: Vec::new(),
         }
     }
 
@@ -152,6 +179,7 @@ impl ParamSpec {
             default: Value::Text(default.to_string()),
             help,
             advanced: false,
+            applies_when: Vec::new(),
         }
     }
 
@@ -159,6 +187,20 @@ impl ParamSpec {
     pub fn advanced(mut self) -> Self {
         self.advanced = true;
         self
+    }
+
+    /// Declares that the param applies only while `param` has one of `values`.
+    pub fn when(mut self, param: &'static str, values: &'static [&'static str]) -> Self {
+        self.applies_when.push(AppliesWhen { param, values });
+        self
+    }
+
+    /// Does the param apply, given the node's values (`value_of` a param name, `None` when
+    /// the node has no such param)?
+    pub fn applies(&self, value_of: impl Fn(&str) -> Option<Value>) -> bool {
+        self.applies_when
+            .iter()
+            .all(|w| w.holds(value_of(w.param).as_ref()))
     }
 
     /// Checks a value against this spec; `Err` is a sentence saying what is wrong.
@@ -331,6 +373,35 @@ pub enum NodeError {
     Other(String),
 }
 
+/// What is known of a model before it is loaded (from a built-in config or `config.json`,
+/// weights not read), for the checks `validate` makes before a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFacts {
+    pub num_classes: usize,
+    pub in_channels: usize,
+    pub patch_size: usize,
+}
+
+/// What a node's [`NodeKind::preflight`] may look at besides its params.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PreflightContext<'a> {
+    /// What is known of the model linked to the node's MODEL input.
+    pub model: Option<&'a ModelFacts>,
+    /// The folder outputs will be written to, when the check is made for a run (`validate`
+    /// alone leaves it out and creates nothing).
+    pub output_dir: Option<&'a std::path::Path>,
+}
+
+/// What a node's [`NodeKind::preflight`] found: facts for the nodes downstream and problems,
+/// each naming the param at fault.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preflight {
+    /// What this node's MODEL output will be.
+    pub model: Option<ModelFacts>,
+    /// `(param, message)` per problem.
+    pub problems: Vec<(&'static str, String)>,
+}
+
 /// A node kind: declaration plus behaviour.
 pub trait NodeKind: Send + Sync {
     fn spec(&self) -> KindSpec;
@@ -340,6 +411,11 @@ pub trait NodeKind: Send + Sync {
         inputs: &Inputs,
         params: &Params,
     ) -> Result<Outputs, NodeError>;
+    /// Checks that look outside the document without running anything (files that params
+    /// name, a model's classes, the output folder). Cheap: no weights are read.
+    fn preflight(&self, _params: &Params, _ctx: &PreflightContext) -> Preflight {
+        Preflight::default()
+    }
 }
 
 /// All known node kinds, by registry name.

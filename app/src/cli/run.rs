@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use cachedit_nodes::device::available_devices;
 use cachedit_nodes::exec::{Event, ExecConfig, Executor, RunOutcome};
 use cachedit_nodes::graph::document::{NodeId, Workflow};
+use cachedit_nodes::graph::preflight::preflight;
 use cachedit_nodes::graph::ron_io::{load_workflow, parse_workflow};
 use cachedit_nodes::graph::validate::validate;
 use cachedit_nodes::image::png_io::workflow_text_from_png;
@@ -33,9 +34,12 @@ pub fn load_any(path: &Path, from_png: bool) -> Result<Workflow> {
     }
 }
 
-/// Validates against the built-in registry; all problems in one error, one line each.
-fn check(wf: &Workflow, registry: &Registry, path: &Path) -> Result<()> {
-    if let Err(errors) = validate(wf, registry) {
+/// Validates against the built-in registry, then makes the checks outside the document
+/// (model paths and configs, class labels, starting latents, file-name prefixes; with
+/// `output_dir`, that it can be written); all problems in one error, one line each.
+fn check(wf: &Workflow, registry: &Registry, path: &Path, output_dir: Option<&Path>) -> Result<()> {
+    let checked = validate(wf, registry).and_then(|()| preflight(wf, registry, output_dir));
+    if let Err(errors) = checked {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         bail!("{}: {}", path.display(), lines.join("; "));
     }
@@ -44,7 +48,7 @@ fn check(wf: &Workflow, registry: &Registry, path: &Path) -> Result<()> {
 
 pub fn validate_cmd(path: &Path) -> Result<()> {
     let wf = load_any(path, false)?;
-    check(&wf, &Registry::builtin(), path)?;
+    check(&wf, &Registry::builtin(), path, None)?;
     println!(
         "{}: ok ({} nodes, {} links)",
         path.display(),
@@ -94,8 +98,14 @@ fn sampler_bar(bars: &MultiProgress, wf: &Workflow, node: NodeId, len: u64) -> P
 pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
     let wf = load_any(path, from_png)?;
     let registry = Registry::builtin();
-    check(&wf, &registry, path)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("creating the output folder {}", out.display()))?;
+    // stats.json goes there whatever the nodes: learn now, not after sampling, if it cannot.
+    let probe = out.join(format!(".cachedit-write-test-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .with_context(|| format!("the output folder {} cannot be written", out.display()))?;
+    check(&wf, &registry, path, Some(out))?;
 
     let executor = Executor::spawn(
         registry,

@@ -6,6 +6,7 @@ use super::data::Data;
 use super::events::{Event, RunId, RunOutcome};
 use super::memo::node_key;
 use crate::graph::document::{NodeId, Workflow};
+use crate::graph::preflight::preflight;
 use crate::graph::ron_io::to_ron_string;
 use crate::graph::topo::topological_order;
 use crate::graph::validate::{resolve_params, validate};
@@ -189,7 +190,12 @@ impl Worker {
     }
 
     fn run_inner(&mut self, run_id: RunId, wf: &Workflow, cancel: &AtomicBool) -> RunOutcome {
-        if let Err(errors) = validate(wf, &self.registry) {
+        // The checks outside the document (model files, classes, latents, the output folder)
+        // come before anything runs, so a run cannot fail after minutes of sampling on a
+        // problem that was there from the start.
+        let checked = validate(wf, &self.registry)
+            .and_then(|()| preflight(wf, &self.registry, Some(&self.output_dir)));
+        if let Err(errors) = checked {
             self.emit(Event::RunStarted {
                 run_id,
                 order: Vec::new(),

@@ -2,6 +2,7 @@
 
 pub mod document;
 pub mod migrate;
+pub mod preflight;
 pub mod ron_io;
 pub mod topo;
 pub mod validate;

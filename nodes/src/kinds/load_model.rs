@@ -2,9 +2,10 @@
 
 use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
-use crate::models::builtin::load_model;
+use crate::models::builtin::{load_model, model_config};
 use crate::registry::{
-    Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
+    Inputs, KindSpec, ModelFacts, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec,
+    PortType, Preflight, PreflightContext,
 };
 use std::sync::Arc;
 
@@ -56,5 +57,26 @@ impl NodeKind for LoadModel {
             "model".to_string(),
             Data::Model(Arc::new(model)),
         )]))
+    }
+
+    /// The model exists and its config reads (weights untouched).
+    fn preflight(&self, params: &Params, _ctx: &PreflightContext) -> Preflight {
+        let Ok(name) = params.text("model") else {
+            return Preflight::default();
+        };
+        match model_config(name) {
+            Ok(config) => Preflight {
+                model: Some(ModelFacts {
+                    num_classes: config.num_classes(),
+                    in_channels: config.in_channels,
+                    patch_size: config.patch_size,
+                }),
+                problems: vec![],
+            },
+            Err(e) => Preflight {
+                model: None,
+                problems: vec![("model", e.to_string())],
+            },
+        }
     }
 }

@@ -11,16 +11,19 @@ use crate::image::RgbImage;
 use crate::metrics::{psnr, ssim};
 use crate::registry::{
     Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
+    Preflight, PreflightContext,
 };
 use crate::sampling::denoise::{
-    denoise, initial_noise, CfgMode, Flow, SampleResult, SampleSettings,
+    check_settings, denoise, initial_noise, CfgMode, Flow, SampleResult, SampleSettings,
 };
 use crate::sampling::hook::{PlainForward, TransformerHook};
 use crate::sampling::interleave::run_interleaved;
+use crate::sampling::latent_file::read_latent;
 use crate::sampling::measure::load_average_1m;
 use crate::sampling::schedulers::SchedulerKind;
 use crate::sampling::stats::{Measured, SamplerStats, StepStat};
 use crate::sampling::SamplingError;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,6 +59,13 @@ impl NodeKind for Sampler {
                     0,
                     u32::MAX as i64,
                     "noise seed; same seed, same image",
+                ),
+                ParamSpec::text(
+                    "latent_file",
+                    "",
+                    "optional: start from the noise in this .npy or .safetensors file \
+                     ([C, H, W] or [1, C, H, W], unscaled, as torch's randn drew it) instead \
+                     of the seed, to reproduce a PyTorch run exactly",
                 ),
                 ParamSpec::int("steps", 25, 1, 1000, "denoising steps"),
                 ParamSpec::float(
@@ -119,7 +129,7 @@ impl NodeKind for Sampler {
         let cfg_mode = CfgMode::parse(cfg_name).ok_or_else(|| {
             NodeError::Param("cfg_mode".into(), format!("unknown mode {cfg_name:?}"))
         })?;
-        let settings = SampleSettings {
+        let mut settings = SampleSettings {
             class_labels: vec![params.int("class_label")? as u32],
             seed: params.int("seed")? as u64,
             steps: params.int("steps")? as usize,
@@ -132,7 +142,16 @@ impl NodeKind for Sampler {
             check_run(c, model.dit.num_blocks(), settings.steps)?;
         }
         let started = Instant::now();
-        let noise = initial_noise(&model.dit, &settings, &model.device)?;
+        let latent_file = params.text("latent_file")?.trim().to_string();
+        let noise = if latent_file.is_empty() {
+            initial_noise(&model.dit, &settings, &model.device)?
+        } else {
+            let noise = starting_latent(&latent_file, &model.dit, &model.device)?;
+            let (_, _, h, w) = noise.dims4().map_err(|e| NodeError::Other(e.to_string()))?;
+            settings.size = Some((h, w));
+            check_settings(&model.dit, &settings)?;
+            noise
+        };
 
         let mut hook: Box<dyn TransformerHook> = match &cache {
             Some(c) => Box::new(StepCache::new(c.clone())),
@@ -202,6 +221,7 @@ impl NodeKind for Sampler {
             model: model.name.clone(),
             scheduler: scheduler.name().to_string(),
             seed: settings.seed,
+            latent_file: (!latent_file.is_empty()).then(|| latent_file.clone()),
             class_labels: settings.class_labels.clone(),
             guidance: settings.guidance,
             cfg_mode: cfg_mode.name().to_string(),
@@ -220,6 +240,59 @@ impl NodeKind for Sampler {
             ("stats".to_string(), Data::RunStats(stats)),
         ]))
     }
+
+    /// The class fits the model; the starting latent reads and fits it.
+    fn preflight(&self, params: &Params, ctx: &PreflightContext) -> Preflight {
+        let mut problems = Vec::new();
+        let Some(model) = ctx.model else {
+            return Preflight::default();
+        };
+        if let Ok(class) = params.int("class_label") {
+            if class < 0 || class as usize >= model.num_classes {
+                problems.push((
+                    "class_label",
+                    format!(
+                        "class {class} is out of range: the model has classes 0..{}",
+                        model.num_classes.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+        let path = params.text("latent_file").map(str::trim).unwrap_or("");
+        if !path.is_empty() {
+            let checked = read_latent(Path::new(path))
+                .map_err(|e| e.to_string())
+                .and_then(|latent| {
+                    latent
+                        .check_for_model(model.in_channels, model.patch_size)
+                        .map_err(|m| format!("{path}: {m}"))
+                });
+            if let Err(message) = checked {
+                problems.push(("latent_file", message));
+            }
+        }
+        Preflight {
+            model: None,
+            problems,
+        }
+    }
+}
+
+/// The noise in `path` as a `[1, C, H, W]` tensor, checked against the model.
+fn starting_latent(
+    path: &str,
+    dit: &crate::models::dit::DiT,
+    device: &candle_core::Device,
+) -> Result<candle_core::Tensor, NodeError> {
+    let bad = |message: String| NodeError::Param("latent_file".into(), message);
+    let latent = read_latent(Path::new(path)).map_err(|e| bad(e.to_string()))?;
+    let cfg = dit.config();
+    latent
+        .check_for_model(cfg.in_channels, cfg.patch_size)
+        .map_err(|m| bad(format!("{path}: {m}")))?;
+    latent
+        .to_tensor(device)
+        .map_err(|e| bad(format!("{path}: {}", e.message)))
 }
 
 fn flow(ctx: &NodeContext) -> Flow {

@@ -6,6 +6,7 @@ use crate::exec::context::NodeContext;
 use crate::image::png_io::{write_png_atomic, WORKFLOW_KEY};
 use crate::registry::{
     Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
+    Preflight, PreflightContext,
 };
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,24 @@ fn check_prefix(prefix: &str) -> Result<(), NodeError> {
         ));
     }
     Ok(())
+}
+
+/// Creates `dir` if needed and writes and removes a probe file in it, so that a run learns
+/// before sampling that its images could not be saved.
+fn check_writable(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the output folder {}: {e}", dir.display()))?;
+    tempfile_probe(dir)
+        .map_err(|e| format!("cannot write into the output folder {}: {e}", dir.display()))
+}
+
+fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".cachedit-write-test-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 impl NodeKind for SaveImage {
@@ -93,6 +112,23 @@ impl NodeKind for SaveImage {
         write_png_atomic(&path, image, &chunks)?;
         ctx.file_written(&path);
         Ok(Outputs::new())
+    }
+
+    /// A plain prefix, and an output folder that takes a file.
+    fn preflight(&self, params: &Params, ctx: &PreflightContext) -> Preflight {
+        let mut problems = match params.text("filename_prefix").map(check_prefix) {
+            Ok(Err(NodeError::Param(_, message))) => vec![("filename_prefix", message)],
+            _ => vec![],
+        };
+        if let Some(dir) = ctx.output_dir {
+            if let Err(message) = check_writable(dir) {
+                problems.push(("filename_prefix", message));
+            }
+        }
+        Preflight {
+            model: None,
+            problems,
+        }
     }
 }
 

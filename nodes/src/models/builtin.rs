@@ -3,7 +3,7 @@
 
 use super::dit::DiT;
 use super::dit::{random, DiTConfig};
-use super::loading::{dit_from_tensors, load_dit, parse_config};
+use super::loading::{dit_from_tensors, load_dit, locate, parse_config, read_config};
 use super::{LoadedModel, ModelError};
 use crate::device::{parse_dtype, DeviceSpec};
 use candle_core::{DType, Device};
@@ -126,17 +126,7 @@ pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel,
     let dtype = parse_dtype(dtype, &device)?;
     let dit = match builtin_models().into_iter().find(|m| m.name == model) {
         Some(b) => b.load(dtype, &device)?,
-        None => {
-            let path = Path::new(model);
-            if !path.exists() && !model.contains(['/', '\\']) && !model.contains('.') {
-                let known: Vec<&str> = builtin_models().iter().map(|m| m.name).collect();
-                return Err(ModelError::UnknownBuiltin {
-                    name: model.to_string(),
-                    known: known.join(", "),
-                });
-            }
-            load_dit(path, dtype, &device)?
-        }
+        None => load_dit(checkpoint_path(model)?, dtype, &device)?,
     };
     Ok(LoadedModel {
         name: model.to_string(),
@@ -144,6 +134,29 @@ pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel,
         device,
         dtype,
     })
+}
+
+/// `model` as a checkpoint path, or the unknown-built-in error when it looks like a name
+/// (no slash, no dot) and nothing of that name exists.
+fn checkpoint_path(model: &str) -> Result<&Path, ModelError> {
+    let path = Path::new(model);
+    if !path.exists() && !model.contains(['/', '\\']) && !model.contains('.') {
+        let known: Vec<&str> = builtin_models().iter().map(|m| m.name).collect();
+        return Err(ModelError::UnknownBuiltin {
+            name: model.to_string(),
+            known: known.join(", "),
+        });
+    }
+    Ok(path)
+}
+
+/// The architecture of `model` (a built-in name or a checkpoint path) without reading its
+/// weights: what `validate` checks class labels and latents against.
+pub fn model_config(model: &str) -> Result<DiTConfig, ModelError> {
+    match builtin_models().into_iter().find(|m| m.name == model) {
+        Some(b) => b.config(),
+        None => read_config(&locate(checkpoint_path(model)?)?.config),
+    }
 }
 
 #[cfg(test)]

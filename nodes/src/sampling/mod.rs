@@ -3,6 +3,7 @@
 pub mod denoise;
 pub mod hook;
 pub mod interleave;
+pub mod latent_file;
 pub mod measure;
 pub mod schedulers;
 pub mod stats;

@@ -12,6 +12,9 @@ pub struct SamplerStats {
     pub model: String,
     pub scheduler: String,
     pub seed: u64,
+    /// The starting-latent file the noise came from instead of the seed, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latent_file: Option<String>,
     pub class_labels: Vec<u32>,
     pub guidance: f64,
     /// `batched` or `separate` (two calls per step).
@@ -69,11 +72,14 @@ impl SamplerStats {
             .map_or(crate::cache::NO_CACHE, |s| s.signature.as_str());
         let _ = writeln!(
             out,
-            "{signature} | {} | {} steps | cfg {} | seed {}",
+            "{signature} | {} | {} steps | cfg {} | {}",
             self.model,
             self.steps.len(),
             self.cfg_mode,
-            self.seed
+            match &self.latent_file {
+                Some(file) => format!("latent {file}"),
+                None => format!("seed {}", self.seed),
+            }
         );
         let Some(s) = &self.summary else {
             return out;

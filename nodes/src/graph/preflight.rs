@@ -1,0 +1,64 @@
+//! The checks before a run that look outside the document: each node kind's
+//! [`NodeKind::preflight`](crate::registry::NodeKind::preflight) in topological order, with
+//! what is known of each model handed down its links (no weights are read).
+
+use super::document::{NodeId, Workflow};
+use super::topo::topological_order;
+use super::validate::{resolve_params, ValidationError};
+use crate::registry::{ModelFacts, PortType, PreflightContext, Registry};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Runs every node's preflight. Call it on a workflow that [`validate`](super::validate::validate)
+/// accepted; nodes it cannot resolve are skipped. With `output_dir`, nodes that write files
+/// check that they can (creating the folder).
+pub fn preflight(
+    wf: &Workflow,
+    registry: &Registry,
+    output_dir: Option<&Path>,
+) -> Result<(), Vec<ValidationError>> {
+    let Ok(order) = topological_order(wf) else {
+        return Ok(());
+    };
+    let mut models: HashMap<NodeId, ModelFacts> = HashMap::new();
+    let mut errors = Vec::new();
+    for id in order {
+        let Some(node) = wf.node(id) else { continue };
+        let (Some(spec), Some(kind)) = (registry.spec(&node.kind), registry.kind(&node.kind))
+        else {
+            continue;
+        };
+        let Ok(params) = resolve_params(node, spec) else {
+            continue;
+        };
+        let model_input = spec
+            .inputs
+            .iter()
+            .filter(|p| p.ty == PortType::Model)
+            .find_map(|p| wf.link_into(&super::document::PortRef::new(id, p.name)))
+            .and_then(|link| models.get(&link.from.node));
+        let found = kind.preflight(
+            &params,
+            &PreflightContext {
+                model: model_input,
+                output_dir,
+            },
+        );
+        for (param, message) in found.problems {
+            errors.push(ValidationError::BadParam {
+                node: id,
+                label: wf.describe(id),
+                param: param.to_string(),
+                reason: message,
+            });
+        }
+        if let Some(facts) = found.model {
+            models.insert(id, facts);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
