@@ -13,7 +13,7 @@ use super::runner::{NodeStatus, Runner};
 use super::theme::{Theme, THEMES};
 use cachedit_nodes::device::available_devices;
 use cachedit_nodes::graph::document::{NodeId, PortRef, Value, Workflow};
-use cachedit_nodes::graph::ron_io::save_workflow_atomic;
+use cachedit_nodes::graph::ron_io::{comments_of, save_workflow_atomic_with_header};
 use cachedit_nodes::image::png_io::read_png;
 use cachedit_nodes::registry::Registry;
 use egui::{Key, Modifiers, Ui};
@@ -71,6 +71,11 @@ pub enum Dialog {
     },
     Unsaved(Pending),
     Recover(Box<Workflow>),
+    /// Saving over `path` would drop the comments inside its workflow.
+    DropComments {
+        path: PathBuf,
+        then: Option<Pending>,
+    },
     /// A file could not be opened; the message names it and the line/column.
     OpenError(String),
 }
@@ -93,6 +98,7 @@ pub struct EditorApp {
     image_paths: HashMap<NodeId, PathBuf>,
     previews_shown: HashMap<NodeId, std::sync::Arc<cachedit_nodes::image::RgbImage>>,
     theme_dirty: bool,
+    fonts_installed: bool,
     last_autosave: (f64, u64),
     allow_close: bool,
     /// The double-click quick-add popup: where it opened (screen) and its search text.
@@ -136,6 +142,7 @@ impl EditorApp {
             image_paths: HashMap::new(),
             previews_shown: HashMap::new(),
             theme_dirty: true,
+            fonts_installed: false,
             last_autosave: (0.0, 0),
             allow_close: false,
             fit_after_run: false,
@@ -162,12 +169,27 @@ impl EditorApp {
                 let is_png = path
                     .extension()
                     .is_some_and(|x| x.eq_ignore_ascii_case("png"));
-                self.doc = EditorDoc::new(wf, (!is_png).then(|| path.to_path_buf()));
+                let name = path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
                 if is_png {
+                    self.doc = EditorDoc::new(wf, None);
                     self.doc.mark_unsaved();
                     self.toasts
                         .info(format!("Restored the workflow from {}", path.display()));
+                } else if files::is_example(path) {
+                    // An example opens as an untitled copy: Save asks where, and the
+                    // example stays as it ships.
+                    self.doc = EditorDoc::example_copy(wf, name);
+                    self.settings.add_recent(path);
+                    self.save_settings();
                 } else {
+                    self.doc = EditorDoc::new(wf, Some(path.to_path_buf()));
+                    if let Ok(text) = std::fs::read_to_string(path) {
+                        let comments = comments_of(&text);
+                        self.doc.header = comments.header;
+                        self.doc.body_comments = comments.in_body;
+                    }
                     self.settings.add_recent(path);
                     self.save_settings();
                 }
@@ -184,11 +206,18 @@ impl EditorApp {
 
     /// Saves to `path` atomically and remembers it.
     pub fn save_to(&mut self, path: &Path) -> Result<(), String> {
-        save_workflow_atomic(path, self.doc.workflow()).map_err(|e| {
+        // The leading comments belong to the file they came from, not to a new one.
+        let header = if self.doc.path.as_deref() == Some(path) {
+            self.doc.header.clone()
+        } else {
+            String::new()
+        };
+        save_workflow_atomic_with_header(path, self.doc.workflow(), &header).map_err(|e| {
             let msg = format!("Could not save: {e}");
             self.toasts.error(msg.clone());
             msg
         })?;
+        self.doc.header = header;
         self.doc.mark_saved(path.to_path_buf());
         self.settings.add_recent(path);
         self.save_settings();
@@ -230,17 +259,37 @@ impl EditorApp {
         }
     }
 
-    /// Adds a node of `kind` from the palette, right of the nodes already there.
+    /// Adds a node of `kind` from the palette in free space nearest the middle of the view.
     pub fn add_from_palette(&mut self, kind: &str) -> NodeId {
         let wf = self.doc.workflow();
-        let x = wf.nodes.iter().map(|n| n.pos[0]).fold(-300.0f32, f32::max) + 340.0;
-        let y = wf
+        let size = self.canvas.size_of_kind(wf, kind);
+        let centre = self
+            .canvas
+            .view_center()
+            .unwrap_or(egui::pos2(300.0, 200.0));
+        let at = self.canvas.place(wf, kind, centre - size / 2.0);
+        self.doc.add_node(kind, [at.x, at.y])
+    }
+
+    /// Duplicates nodes beside the originals, in free space (one undo step).
+    pub fn duplicate(&mut self, ids: &[NodeId]) -> Vec<NodeId> {
+        let clip = self.doc.copy(ids);
+        let wf = self.doc.workflow();
+        let occupied = self.canvas.occupied(wf);
+        // `occupied` follows the document's node order.
+        let bounds = wf
             .nodes
             .iter()
-            .map(|n| n.pos[1])
-            .fold(f32::INFINITY, f32::min);
-        let y = if y.is_finite() { y } else { 80.0 };
-        self.doc.add_node(kind, [x, y])
+            .zip(&occupied)
+            .filter(|(n, _)| ids.contains(&n.id))
+            .fold(egui::Rect::NOTHING, |b, (_, r)| b.union(*r));
+        if !bounds.is_positive() {
+            return self.doc.paste(&clip, [40.0, 40.0]);
+        }
+        let wanted = bounds.translate(egui::vec2(40.0, 40.0));
+        let at = super::canvas::free_spot(&occupied, wanted);
+        self.doc
+            .paste(&clip, [at.x - bounds.min.x, at.y - bounds.min.y])
     }
 
     /// Links two ports through the same check the canvas uses; a refusal is notified.
@@ -315,6 +364,11 @@ impl EditorApp {
     pub fn apply(&mut self, action: Action) {
         match action {
             Action::AddNode { kind, pos, wire } => {
+                // Near where the menu opened, but never on top of another node.
+                let at = self
+                    .canvas
+                    .place(self.doc.workflow(), &kind, egui::pos2(pos[0], pos[1]));
+                let pos = [at.x, at.y];
                 let spec = self.registry.spec(&kind).cloned();
                 let registry = &self.registry;
                 // The node and its wire are one undo step.
@@ -345,8 +399,7 @@ impl EditorApp {
             Action::SetParam { node, name, value } => self.doc.set_param(node, &name, value),
             Action::Remove(ids) => self.doc.remove_nodes(&ids),
             Action::Duplicate(ids) => {
-                let clip = self.doc.copy(&ids);
-                self.doc.paste(&clip, [40.0, 40.0]);
+                self.duplicate(&ids);
             }
             Action::Notify(n) => self.toasts.push(n),
         }
@@ -382,6 +435,10 @@ impl EditorApp {
 
     /// Work done every frame before drawing: events, images, autosave, shortcuts, drops.
     pub fn logic(&mut self, ctx: &egui::Context) {
+        if !self.fonts_installed {
+            super::fonts::install(ctx);
+            self.fonts_installed = true;
+        }
         if self.theme_dirty {
             self.theme.apply(ctx);
             ctx.set_theme(if self.theme.dark {

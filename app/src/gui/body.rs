@@ -5,7 +5,7 @@ use super::params::{self, ParamChange};
 use super::runner::{NodeStatus, Runner};
 use super::stats_view::{self, BaselineSetting, StatsInput};
 use super::theme::Theme;
-use cachedit_nodes::cache::{schedule_preview, DiffStats, SchedulePreview};
+use cachedit_nodes::cache::{schedule_preview, DiffStats, SchedulePreview, Strategy};
 use cachedit_nodes::graph::document::{NodeId, Workflow};
 use cachedit_nodes::graph::validate::resolve_params;
 use cachedit_nodes::kinds::cache_config::config_from_params;
@@ -62,6 +62,13 @@ pub fn preview_for(
     let steps = usize::try_from(sparams.int("steps").ok()?).ok()?;
     let threshold = c.db.residual_diff_threshold;
     Some((schedule_preview(&c, steps).ok()?, threshold))
+}
+
+/// The strategy a config node is set to.
+fn strategy_of(wf: &Workflow, registry: &Registry, config: NodeId) -> Option<Strategy> {
+    let node = wf.node(config)?;
+    let params = resolve_params(node, registry.spec(&node.kind)?).ok()?;
+    Some(config_from_params(&params).ok()?.strategy)
 }
 
 /// Diff percentiles of the last run of the samplers a config feeds.
@@ -203,6 +210,10 @@ pub fn node_body(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId) -> Vec<ParamCha
                     baseline: sampler.map_or(BaselineSetting::Off, |s| baseline_setting(bcx, s)),
                     preview: preview.as_ref().map(|(p, _)| p),
                     threshold: preview.as_ref().map(|(_, t)| *t),
+                    strategy: sampler.and_then(|s| {
+                        let config = upstream(bcx.wf, s, "cache")?;
+                        strategy_of(bcx.wf, bcx.registry, config)
+                    }),
                     hide_times: bcx.hide_times,
                 };
                 let plot_id = ui.id().with(("stats", id.0));

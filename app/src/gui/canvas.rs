@@ -68,6 +68,73 @@ pub struct Canvas {
     pins: Rc<RefCell<PinRects>>,
     /// The canvas area on screen, as last drawn.
     view: Option<egui::Rect>,
+    /// Ctrl+wheel movement not yet turned into a zoom step (pixel-precise wheels).
+    wheel_rest: f32,
+}
+
+/// The zoom levels Ctrl+wheel steps through, one level per wheel notch.
+pub const ZOOM_LEVELS: &[f32] = &[
+    0.2, 0.25, 0.33, 0.5, 0.67, 0.75, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0,
+];
+
+/// Wheel movement in points that counts as one notch (touchpads and smooth wheels).
+const POINTS_PER_NOTCH: f32 = 50.0;
+
+/// The zoom level `notches` steps up (positive) or down from `scale`.
+pub fn stepped_zoom(scale: f32, notches: i32) -> f32 {
+    let mut z = scale;
+    for _ in 0..notches.unsigned_abs() {
+        z = if notches > 0 {
+            ZOOM_LEVELS.iter().copied().find(|&l| l > z + 1e-3)
+        } else {
+            ZOOM_LEVELS.iter().rev().copied().find(|&l| l < z - 1e-3)
+        }
+        .unwrap_or(z);
+    }
+    z
+}
+
+/// Space between an output label and its pin (graph points).
+const OUTPUT_PIN_GAP: f32 = 6.0;
+
+/// Room kept between a placed node and its neighbours (graph points).
+const PLACE_MARGIN: f32 = 24.0;
+/// The size assumed for a node that has not been drawn yet.
+pub const DEFAULT_NODE_SIZE: egui::Vec2 = egui::vec2(280.0, 240.0);
+
+/// Where a rectangle the size of `wanted` can go, as near `wanted` as possible, without
+/// touching any of `occupied` (with a margin): the first free spot on rings of grid points
+/// around it, nearest first.
+pub fn free_spot(occupied: &[egui::Rect], wanted: egui::Rect) -> Pos2 {
+    let fits = |r: egui::Rect| {
+        let r = r.expand(PLACE_MARGIN);
+        !occupied.iter().any(|o| o.intersects(r))
+    };
+    if fits(wanted) {
+        return wanted.min;
+    }
+    let step = 40.0;
+    for ring in 1..200i32 {
+        let mut candidates: Vec<egui::Vec2> = Vec::new();
+        for dx in -ring..=ring {
+            for dy in -ring..=ring {
+                if dx.abs().max(dy.abs()) == ring {
+                    candidates.push(egui::vec2(dx as f32, dy as f32) * step);
+                }
+            }
+        }
+        // Nearest first; ties to the right, then below (reading order of a graph).
+        candidates.sort_by(|a, b| {
+            a.length_sq()
+                .total_cmp(&b.length_sq())
+                .then(b.x.total_cmp(&a.x))
+                .then(b.y.total_cmp(&a.y))
+        });
+        if let Some(d) = candidates.into_iter().find(|d| fits(wanted.translate(*d))) {
+            return wanted.min + d;
+        }
+    }
+    wanted.min
 }
 
 /// Where each pin was drawn: (port, is it an input) → rectangle in graph coordinates.
@@ -193,6 +260,46 @@ impl Canvas {
         out
     }
 
+    /// The rectangles of the nodes (graph coordinates): as last drawn, or at their document
+    /// position with the default size for nodes not drawn yet.
+    pub fn occupied(&self, wf: &Workflow) -> Vec<egui::Rect> {
+        wf.nodes
+            .iter()
+            .map(|n| {
+                self.rects.get(&n.id).copied().unwrap_or_else(|| {
+                    egui::Rect::from_min_size(pos2(n.pos), self.size_of_kind(wf, &n.kind))
+                })
+            })
+            .collect()
+    }
+
+    /// The size of a node of `kind`: the largest drawn one, else the default.
+    pub fn size_of_kind(&self, wf: &Workflow, kind: &str) -> egui::Vec2 {
+        wf.nodes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .filter_map(|n| self.rects.get(&n.id))
+            .map(|r| r.size())
+            .reduce(|a, b| a.max(b))
+            .unwrap_or(DEFAULT_NODE_SIZE)
+    }
+
+    /// A free spot near `wanted` (graph coordinates) for a new node of `kind`.
+    pub fn place(&self, wf: &Workflow, kind: &str, wanted: Pos2) -> Pos2 {
+        let size = self.size_of_kind(wf, kind);
+        free_spot(&self.occupied(wf), egui::Rect::from_min_size(wanted, size))
+    }
+
+    /// The middle of what the canvas shows (graph coordinates), if it has been drawn.
+    pub fn view_center(&self) -> Option<Pos2> {
+        self.view.map(|v| self.to_graph(v.center()))
+    }
+
+    /// The zoom of the last frame (1 = 100 %).
+    pub fn zoom(&self) -> f32 {
+        self.to_global.scaling
+    }
+
     /// Asks for the view to be fitted to all nodes on the next frames.
     pub fn request_fit(&mut self) {
         self.fit_in = 4;
@@ -259,6 +366,7 @@ impl Canvas {
         }
         self.pins.borrow_mut().clear();
         self.view = Some(ui.max_rect());
+        let zoom_step = self.wheel_zoom(ui.ctx(), ui.max_rect());
         let mut viewer = Viewer {
             pins: Rc::clone(&self.pins),
             bcx,
@@ -266,6 +374,7 @@ impl Canvas {
             actions: Vec::new(),
             to_global: self.to_global,
             fit,
+            zoom_step,
             rects: BTreeMap::new(),
         };
         let style = snarl_style(viewer.bcx.theme);
@@ -276,6 +385,38 @@ impl Canvas {
         self.to_global = viewer.to_global;
         self.rects = viewer.rects;
         viewer.actions
+    }
+
+    /// Ctrl+wheel over the canvas this frame, as whole notches and where the pointer is (the
+    /// point that stays put). egui's own continuous Ctrl+wheel zoom is turned off for this.
+    fn wheel_zoom(&mut self, ctx: &egui::Context, view: egui::Rect) -> Option<(i32, Pos2)> {
+        ctx.options_mut(|o| o.input_options.scroll_zoom_speed = 0.0);
+        let (delta, pointer) = ctx.input(|i| {
+            let mut delta = 0.0;
+            for e in &i.raw.events {
+                if let egui::Event::MouseWheel {
+                    unit,
+                    delta: d,
+                    modifiers,
+                    ..
+                } = e
+                {
+                    if !modifiers.command {
+                        continue;
+                    }
+                    delta += match unit {
+                        egui::MouseWheelUnit::Point => d.y / POINTS_PER_NOTCH,
+                        egui::MouseWheelUnit::Line | egui::MouseWheelUnit::Page => d.y,
+                    };
+                }
+            }
+            (delta, i.pointer.hover_pos())
+        });
+        let pointer = pointer.filter(|p| view.contains(*p))?;
+        self.wheel_rest += delta;
+        let notches = self.wheel_rest.trunc();
+        self.wheel_rest -= notches;
+        (notches != 0.0).then_some((notches as i32, pointer))
     }
 
     /// The transform that shows every node inside `view`, at most at 100 %.
@@ -327,6 +468,9 @@ fn snarl_style(theme: &Theme) -> SnarlStyle {
     style.select_stoke = Some(Stroke::new(1.0, c.accent.color()));
     style.select_fill = Some(c.selection.color());
     style.collapsible = Some(true);
+    // Pins on the frame's edge (as ComfyUI draws them): inside it, snarl's output column
+    // reached under the pins and their circles covered the labels' last letters.
+    style.pin_placement = Some(egui_snarl::ui::PinPlacement::Edge);
     // Scale 1 = 100 %; text is re-laid out when zoomed rather than drawn magnified.
     style.crisp_magnified_text = Some(false);
     style.min_scale = Some(0.2);
@@ -340,6 +484,8 @@ struct Viewer<'a, 'b> {
     actions: Vec<Action>,
     to_global: TSTransform,
     fit: Option<TSTransform>,
+    /// Ctrl+wheel notches this frame and the screen point to zoom about.
+    zoom_step: Option<(i32, Pos2)>,
     rects: BTreeMap<NodeId, egui::Rect>,
     pins: Rc<RefCell<PinRects>>,
 }
@@ -393,24 +539,33 @@ impl Viewer<'_, '_> {
         )
         .request_focus();
         let query = self.search.to_lowercase();
-        let mut any = false;
-        for spec in self.bcx.registry.specs() {
-            if !fits(spec) || !super::palette::matches(spec, &query) {
-                continue;
-            }
-            any = true;
+        let matching: Vec<&KindSpec> = self
+            .bcx
+            .registry
+            .specs()
+            .filter(|spec| fits(spec) && super::palette::matches(spec, &query))
+            .collect();
+        let mut chosen = None;
+        for spec in &matching {
             if ui.button(spec.title).on_hover_text(spec.help).clicked() {
-                self.actions.push(Action::AddNode {
-                    kind: spec.name.to_string(),
-                    pos: [pos.x, pos.y],
-                    wire: wire.clone(),
-                });
-                self.search.clear();
-                ui.close();
+                chosen = Some(spec.name);
             }
         }
-        if !any {
+        // Enter takes the first match, as in the quick-add popup.
+        if ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+            chosen = chosen.or(matching.first().map(|s| s.name));
+        }
+        if matching.is_empty() {
             ui.weak("no node kind fits");
+        }
+        if let Some(kind) = chosen {
+            self.actions.push(Action::AddNode {
+                kind: kind.to_string(),
+                pos: [pos.x, pos.y],
+                wire,
+            });
+            self.search.clear();
+            ui.close();
         }
     }
 }
@@ -419,6 +574,12 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
     fn current_transform(&mut self, to_global: &mut TSTransform, _snarl: &mut Snarl<NodeId>) {
         if let Some(fit) = self.fit.take() {
             *to_global = fit;
+        }
+        if let Some((notches, anchor)) = self.zoom_step.take() {
+            let scale = stepped_zoom(to_global.scaling, notches);
+            // Keep the graph point under the pointer where it is.
+            let g = to_global.inverse() * anchor;
+            *to_global = TSTransform::new(anchor.to_vec2() - g.to_vec2() * scale, scale);
         }
         self.to_global = *to_global;
     }
@@ -458,7 +619,11 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
             return;
         };
         // Not selectable text: a click or drag on the title reaches the node (select, move).
-        ui.add(egui::Label::new(self.title(&id)).selectable(false));
+        // The kind's help is the title's tooltip: one tooltip at a time, never a node-wide
+        // popup on top of a widget's own.
+        let help = self.spec_of(id).map_or("", |s| s.help);
+        ui.add(egui::Label::new(self.title(&id)).selectable(false))
+            .on_hover_text(help);
     }
 
     fn node_frame(
@@ -503,7 +668,8 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
                 } else {
                     format!("{} (optional)", p.name)
                 };
-                ui.label(label)
+                // Never wrapped: a pin label is one short name, and wrapping hid its end.
+                ui.add(egui::Label::new(label).extend())
                     .on_hover_text(format!("{}: {}", p.ty, p.help));
                 PinInfo::circle().with_fill(self.bcx.theme.pin(p.ty))
             }
@@ -525,7 +691,10 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
         let port = id.and_then(|id| self.spec_of(id)?.outputs.get(pin.id.output).cloned());
         let info = match &port {
             Some(p) => {
-                ui.label(p.name)
+                // A gap before the pin: zoomed out, egui draws text a little wider than it
+                // laid it out, and a right-aligned label would run under its pin.
+                ui.add_space(OUTPUT_PIN_GAP);
+                ui.add(egui::Label::new(p.name).extend())
                     .on_hover_text(format!("{}: {}", p.ty, p.help));
                 PinInfo::circle().with_fill(self.bcx.theme.pin(p.ty))
             }
@@ -559,23 +728,6 @@ impl SnarlViewer<NodeId> for Viewer<'_, '_> {
                 name: change.name,
                 value: change.value,
             });
-        }
-    }
-
-    fn has_on_hover_popup(&mut self, _node: &NodeId) -> bool {
-        true
-    }
-
-    fn show_on_hover_popup(
-        &mut self,
-        node: SlotId,
-        _inputs: &[InPin],
-        _outputs: &[OutPin],
-        ui: &mut Ui,
-        snarl: &mut Snarl<NodeId>,
-    ) {
-        if let Some(spec) = snarl.get_node(node).and_then(|id| self.spec_of(*id)) {
-            ui.label(spec.help);
         }
     }
 

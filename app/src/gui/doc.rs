@@ -71,6 +71,13 @@ pub struct EditorDoc {
     next_id: u64,
     /// Bumped on every change, so views can tell when to resync.
     pub revision: u64,
+    /// The file's leading comment lines, written back on save.
+    pub header: String,
+    /// The file had comments inside the workflow, which a save drops: ask before
+    /// overwriting it (cleared once the user agrees).
+    pub body_comments: bool,
+    /// The example this untitled document is a copy of (Save asks where to save it).
+    pub example: Option<String>,
 }
 
 impl Default for EditorDoc {
@@ -90,6 +97,18 @@ impl EditorDoc {
             redo: Vec::new(),
             merge: None,
             revision: 0,
+            header: String::new(),
+            body_comments: false,
+            example: None,
+        }
+    }
+
+    /// An untitled copy of the example at `path`: saving asks for a new file, so the example
+    /// itself is never overwritten.
+    pub fn example_copy(wf: Workflow, name: String) -> Self {
+        EditorDoc {
+            example: Some(name),
+            ..EditorDoc::new(wf, None)
         }
     }
 
@@ -105,6 +124,8 @@ impl EditorDoc {
     pub fn mark_saved(&mut self, path: PathBuf) {
         self.saved = self.wf.clone();
         self.path = Some(path);
+        self.example = None;
+        self.body_comments = false;
     }
 
     /// Marks the document as not saved anywhere (e.g. restored from a PNG or an autosave).
@@ -118,10 +139,13 @@ impl EditorDoc {
 
     /// A short name for title bars and prompts.
     pub fn display_name(&self) -> String {
-        self.path
-            .as_ref()
-            .and_then(|p| p.file_name())
-            .map_or_else(|| "untitled".to_string(), |n| n.to_string_lossy().into())
+        match (&self.path, &self.example) {
+            (Some(p), _) => p
+                .file_name()
+                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
+            (None, Some(example)) => format!("untitled (copy of {example})"),
+            (None, None) => "untitled".to_string(),
+        }
     }
 
     pub fn can_undo(&self) -> bool {

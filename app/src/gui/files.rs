@@ -152,6 +152,20 @@ pub fn examples() -> Vec<PathBuf> {
     out
 }
 
+/// Where Save as… proposes to put a document that has no file yet: the folder the editor
+/// was started in.
+pub fn save_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Is `path` one of the example workflows (in [`workflows_dir`])?
+pub fn is_example(path: &Path) -> bool {
+    let (Ok(file), Ok(dir)) = (path.canonicalize(), workflows_dir().canonicalize()) else {
+        return false;
+    };
+    file.parent() == Some(dir.as_path())
+}
+
 /// Opens a workflow from a `.ron` file or from a PNG written by Save Image. The error
 /// names the file and, for a malformed `.ron`, the line and column.
 pub fn open_any(path: &Path) -> Result<Workflow, String> {

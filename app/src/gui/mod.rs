@@ -6,6 +6,7 @@ pub mod canvas;
 pub mod chooser;
 pub mod doc;
 pub mod files;
+pub mod fonts;
 pub mod notify;
 pub mod palette;
 pub mod params;

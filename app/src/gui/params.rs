@@ -158,15 +158,26 @@ pub fn percentile_ticks(ui: &mut Ui, theme: &Theme, threshold: f64, diffs: &Diff
     ));
 }
 
-/// All param widgets of a node, advanced ones collapsed; returns the changes.
+/// Does `param` apply to the node as it is set now (see `ParamSpec::when`)?
+pub fn applies(node: &Node, spec: &KindSpec, param: &ParamSpec) -> bool {
+    param.applies(|name| spec.param(name).map(|p| current(node, p)))
+}
+
+/// All param widgets of a node that apply to its settings, advanced ones collapsed; returns
+/// the changes.
 pub fn params_ui(ui: &mut Ui, node: &Node, spec: &KindSpec) -> Vec<ParamChange> {
     let mut changes = Vec::new();
+    let shown: Vec<&ParamSpec> = spec
+        .params
+        .iter()
+        .filter(|p| applies(node, spec, p))
+        .collect();
     let mut grid = |ui: &mut Ui, advanced: bool| {
         egui::Grid::new(ui.id().with((node.id.0, advanced)))
             .num_columns(2)
             .spacing([8.0, 3.0])
             .show(ui, |ui| {
-                for p in spec.params.iter().filter(|p| p.advanced == advanced) {
+                for p in shown.iter().filter(|p| p.advanced == advanced) {
                     ui.label(p.name).on_hover_text(p.help);
                     if let Some(v) = param_widget(ui, node, p) {
                         changes.push(ParamChange {
@@ -179,7 +190,7 @@ pub fn params_ui(ui: &mut Ui, node: &Node, spec: &KindSpec) -> Vec<ParamChange> 
             });
     };
     grid(ui, false);
-    if spec.params.iter().any(|p| p.advanced) {
+    if shown.iter().any(|p| p.advanced) {
         egui::CollapsingHeader::new("Advanced")
             .id_salt((node.id.0, "advanced"))
             .show(ui, |ui| grid(ui, true));
@@ -192,6 +203,7 @@ pub fn params_ui(ui: &mut Ui, node: &Node, spec: &KindSpec) -> Vec<ParamChange> 
 pub fn threshold_ui(ui: &mut Ui, theme: &Theme, node: &Node, spec: &KindSpec, diffs: &DiffStats) {
     let Some(t) = spec
         .param(THRESHOLD_PARAM)
+        .filter(|p| applies(node, spec, p))
         .and_then(|p| current(node, p).as_f64())
     else {
         return;

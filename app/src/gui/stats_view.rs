@@ -2,7 +2,7 @@
 
 use super::theme::Theme;
 use cachedit_nodes::cache::{
-    CacheSummary, CallRecord, CfgBranch, Decision, Planned, Reason, SchedulePreview,
+    CacheSummary, CallRecord, CfgBranch, Decision, Planned, Reason, SchedulePreview, Strategy,
 };
 use cachedit_nodes::exec::events::{MeasureProgress, StepProgress};
 use cachedit_nodes::sampling::measure::{Measured, Verdict};
@@ -45,6 +45,8 @@ pub struct StatsInput<'a> {
     pub preview: Option<&'a SchedulePreview>,
     /// The connected config's residual-diff threshold (adaptive strategy).
     pub threshold: Option<f64>,
+    /// The connected config's strategy (`None`: no step cache on the Sampler).
+    pub strategy: Option<Strategy>,
     /// Hide wall-clock numbers (snapshot tests).
     pub hide_times: bool,
 }
@@ -258,7 +260,7 @@ pub fn diff_plot(ui: &mut Ui, theme: &Theme, input: &StatsInput<'_>, id: egui::I
             .find_map(|c| c.threshold)
     });
     if points.is_empty() {
-        ui.weak("residual diff: none measured (counter schedules do not measure it)");
+        ui.weak(no_diff_message(input, rows_data.is_empty()));
         return;
     }
     let [w, h] = theme.spacing.plot_size;
@@ -281,6 +283,25 @@ pub fn diff_plot(ui: &mut Ui, theme: &Theme, input: &StatsInput<'_>, id: egui::I
                 plot.hline(HLine::new("threshold", t).color(theme.colors.threshold_line.color()));
             }
         });
+}
+
+/// Why there is no residual diff to plot, in the words of the strategy at hand.
+fn no_diff_message(input: &StatsInput<'_>, no_steps_yet: bool) -> String {
+    match input.strategy {
+        None => "residual diff: measured only by an adaptive step cache".into(),
+        Some(s @ (Strategy::Fixed | Strategy::Dynamic)) => format!(
+            "residual diff: not measured (the {} schedule decides by step index)",
+            s.name()
+        ),
+        Some(Strategy::Adaptive) if no_steps_yet => "residual diff: none measured yet".into(),
+        Some(Strategy::Adaptive) if input.threshold.is_some_and(|t| t >= 1.0) => {
+            "residual diff: none measured (a threshold of 1 or more reuses without measuring)"
+                .into()
+        }
+        Some(Strategy::Adaptive) => {
+            "residual diff: none measured (every call was warmup or forced to compute)".into()
+        }
+    }
 }
 
 /// Per-step wall time as bars, coloured like the timeline.

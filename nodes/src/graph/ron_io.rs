@@ -105,7 +105,21 @@ pub fn to_ron_string(wf: &Workflow) -> Result<String, GraphError> {
 /// Saves the workflow so that a crash mid-save never leaves a broken file: the text goes to a
 /// temporary file in the same folder, is flushed to disk, then renamed over `path`.
 pub fn save_workflow_atomic(path: &Path, wf: &Workflow) -> Result<(), GraphError> {
-    let text = to_ron_string(wf)?;
+    save_workflow_atomic_with_header(path, wf, "")
+}
+
+/// As [`save_workflow_atomic`], with `header` (comment lines, see [`comments_of`]) written
+/// before the workflow, so that a file's leading comments survive a save.
+pub fn save_workflow_atomic_with_header(
+    path: &Path,
+    wf: &Workflow,
+    header: &str,
+) -> Result<(), GraphError> {
+    let mut text = header.to_string();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&to_ron_string(wf)?);
     let Some(file_name) = path.file_name() else {
         return Err(io_error(
             path,
@@ -134,6 +148,79 @@ pub fn save_workflow_atomic(path: &Path, wf: &Workflow) -> Result<(), GraphError
     }
     sync_dir(&dir);
     Ok(())
+}
+
+/// The comments of a `.ron` text: the leading block (comment lines before the workflow,
+/// which a save keeps) and whether there are comments anywhere after it (which a save,
+/// writing the document anew, drops).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Comments {
+    /// The text up to the end of the last leading comment, newline included; empty if none.
+    pub header: String,
+    /// Comments inside or after the workflow.
+    pub in_body: bool,
+}
+
+/// Finds the comments of `text`, skipping string literals (RON's `//` and `/* */`, nested
+/// block comments included).
+pub fn comments_of(text: &str) -> Comments {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut header_end = 0;
+    let mut in_header = true;
+    let mut in_body = false;
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        if rest.starts_with(b"//") {
+            let end = text[i..].find('\n').map_or(bytes.len(), |n| i + n + 1);
+            if in_header {
+                header_end = end;
+            } else {
+                in_body = true;
+            }
+            i = end;
+        } else if rest.starts_with(b"/*") {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < bytes.len() {
+                if bytes[j..].starts_with(b"/*") {
+                    depth += 1;
+                    j += 2;
+                } else if bytes[j..].starts_with(b"*/") {
+                    depth -= 1;
+                    j += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    j += 1;
+                }
+            }
+            if in_header {
+                // The rest of the line the block ends on belongs to the header too.
+                header_end = text[j..].find('\n').map_or(bytes.len(), |n| j + n + 1);
+            } else {
+                in_body = true;
+            }
+            i = j;
+        } else if bytes[i] == b'"' {
+            in_header = false;
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else {
+            if !bytes[i].is_ascii_whitespace() {
+                in_header = false;
+            }
+            i += 1;
+        }
+    }
+    Comments {
+        header: text[..header_end.min(text.len())].to_string(),
+        in_body,
+    }
 }
 
 /// Creates a new, uniquely named temporary file in `dir`.
@@ -172,6 +259,33 @@ fn io_error(path: &Path, source: io::Error) -> GraphError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comments_are_told_apart_header_from_body_and_strings_are_skipped() {
+        let text = "// A header\n// two lines\n\n(\n    version: 1, // body\n)\n";
+        let c = comments_of(text);
+        assert_eq!(c.header, "// A header\n// two lines\n");
+        assert!(c.in_body);
+        let only_header = comments_of("/* block\n /* nested */ */\n(version: 1)\n");
+        assert_eq!(only_header.header, "/* block\n /* nested */ */\n");
+        assert!(!only_header.in_body);
+        let in_string = comments_of(r#"(nodes: [(kind: "a // b /* c")])"#);
+        assert_eq!(in_string, Comments::default());
+        let escaped = comments_of(r#"(x: "q\" // still a string") // real"#);
+        assert!(escaped.in_body && escaped.header.is_empty());
+    }
+
+    #[test]
+    fn a_save_with_a_header_keeps_it_and_reads_back_the_same_workflow() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("wf.ron");
+        let wf = parse_workflow(EXAMPLE, "t").expect("parses");
+        save_workflow_atomic_with_header(&path, &wf, "// kept\n").expect("save");
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(text.starts_with("// kept\n("), "{text}");
+        assert_eq!(comments_of(&text).header, "// kept\n");
+        assert_eq!(load_workflow(&path).expect("load"), wf);
+    }
     use crate::graph::document::{Link, Node, NodeId, PortRef, Value, FORMAT_VERSION};
 
     const EXAMPLE: &str = r#"(

@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub struct CacheDitConfig;
 
 const SCM_POLICIES: &[&str] = &["none", "slow", "medium", "fast", "ultra", "custom"];
+/// Every SCM policy but `none`: where the mask settings apply.
+const SCM_PRESET_OR_CUSTOM: &[&str] = &["slow", "medium", "fast", "ultra", "custom"];
 
 fn choice<T>(params: &Params, name: &str, parse: fn(&str) -> Option<T>) -> Result<T, NodeError> {
     let text = params.text(name)?;
@@ -103,7 +105,8 @@ impl NodeKind for CacheDitConfig {
                     1,
                     100,
                     "fixed: one step in this many is reused; dynamic: the period it starts with",
-                ),
+                )
+                .when("strategy", &["fixed", "dynamic"]),
                 ParamSpec::int(
                     "warmup",
                     db.max_warmup_steps as i64,
@@ -149,7 +152,8 @@ impl NodeKind for CacheDitConfig {
                     1.0,
                     "adaptive: reuse when the relative L1 diff is below this; 0 never, 1 always",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", &["adaptive"]),
                 ParamSpec::int(
                     "warmup_interval",
                     db.warmup_interval as i64,
@@ -157,7 +161,8 @@ impl NodeKind for CacheDitConfig {
                     1000,
                     "adaptive: inside warmup only every this-many-th step is forced to compute",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", &["adaptive"]),
                 ParamSpec::int(
                     "max_cached_steps",
                     db.max_cached_steps,
@@ -165,7 +170,8 @@ impl NodeKind for CacheDitConfig {
                     100_000,
                     "adaptive: cached steps allowed per branch; -1 unlimited, 0 never",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", &["adaptive"]),
                 ParamSpec::int(
                     "max_continuous_cached_steps",
                     db.max_continuous_cached_steps,
@@ -174,7 +180,8 @@ impl NodeKind for CacheDitConfig {
                     "adaptive: cache-dit's limit on consecutive cached steps (-1 unlimited); \
                      dynamic: the longest run of reuses",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", &["adaptive", "dynamic"]),
                 ParamSpec::float(
                     "max_accumulated_residual_diff_threshold",
                     db.max_accumulated_residual_diff_threshold.unwrap_or(0.0),
@@ -182,14 +189,16 @@ impl NodeKind for CacheDitConfig {
                     1000.0,
                     "adaptive: stop reusing once the summed diffs reach this; 0 = off",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", &["adaptive"]),
                 ParamSpec::boolean(
                     "cfg_diff_compute_separate",
                     db.cfg_diff_compute_separate,
                     "separate CFG: the unconditional call measures its own diff (else it takes \
                      the conditional call's)",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", &["adaptive"]),
                 ParamSpec::int(
                     "taylorseer_order",
                     1,
@@ -197,7 +206,8 @@ impl NodeKind for CacheDitConfig {
                     4,
                     "TaylorSeer: number of derivatives",
                 )
-                .advanced(),
+                .advanced()
+                .when("taylorseer", &["true"]),
                 ParamSpec::choice(
                     "taylorseer_indexing",
                     TaylorIndexing::CacheDit.name(),
@@ -205,7 +215,8 @@ impl NodeKind for CacheDitConfig {
                     "cache-dit: derivatives from step 3 on, as cache-dit computes them; \
                      intended: from the second computed step",
                 )
-                .advanced(),
+                .advanced()
+                .when("taylorseer", &["true"]),
                 ParamSpec::choice(
                     "scm_policy",
                     "none",
@@ -213,7 +224,8 @@ impl NodeKind for CacheDitConfig {
                     "adaptive: steps-computation mask (cache-dit SCM) for the run's step \
                      count, or `custom` (scm_mask)",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", &["adaptive"]),
                 ParamSpec::choice(
                     "scm_mode",
                     MaskPolicy::Dynamic.name(),
@@ -221,13 +233,17 @@ impl NodeKind for CacheDitConfig {
                     "what mask-0 steps do: dynamic = the indicator decides; static = always \
                      reuse (blurs)",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", &["adaptive"])
+                .when("scm_policy", SCM_PRESET_OR_CUSTOM),
                 ParamSpec::text(
                     "scm_mask",
                     "",
                     "custom mask, one digit per step: 1 compute, 0 cache (e.g. 1111011101)",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", &["adaptive"])
+                .when("scm_policy", &["custom"]),
                 ParamSpec::int(
                     "noise_seed",
                     d.noise_seed as i64,

@@ -30,13 +30,15 @@ impl EditorApp {
 
     /// Save as…: the native dialog, or the in-app one; `then` runs after a successful save.
     pub fn ask_save_as(&mut self, then: Option<Pending>) {
-        let default = files::workflows_dir().join(NEW_FILE_NAME);
+        // Not the examples' folder: whatever is saved there opens as an example copy.
+        let name = self.doc.example.as_deref().unwrap_or(NEW_FILE_NAME);
+        let default = files::save_dir().join(name);
         let path = self.doc.path.clone().unwrap_or(default);
         let request = Request {
             purpose: Purpose::SaveAs,
             start_dir: path
                 .parent()
-                .map_or_else(files::workflows_dir, Path::to_path_buf),
+                .map_or_else(files::save_dir, Path::to_path_buf),
             file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
         };
         self.ask(request, then);
@@ -107,8 +109,16 @@ impl EditorApp {
         }
     }
 
-    /// Saves to `path`, then does what was waiting on the save.
+    /// Saves to `path`, then does what was waiting on the save. Overwriting a file whose
+    /// workflow has comments in it asks first (the save writes the document anew).
     fn save_then(&mut self, path: &Path, then: Option<Pending>) {
+        if self.doc.body_comments && self.doc.path.as_deref() == Some(path) {
+            self.dialog = Some(Dialog::DropComments {
+                path: path.to_path_buf(),
+                then,
+            });
+            return;
+        }
         if self.save_to(path).is_ok() {
             if let Some(then) = then {
                 self.do_pending(then);
@@ -262,6 +272,31 @@ impl EditorApp {
                     });
                     if !close {
                         next = Some(Dialog::Recover(wf));
+                    }
+                }
+                Dialog::DropComments { path, then } => {
+                    ui.heading("Drop the comments?");
+                    ui.label(format!(
+                        "{} has comments inside its workflow. Saving writes the workflow \
+                         anew: the comments at the top are kept, the others are lost.",
+                        path.display()
+                    ));
+                    ui.horizontal(|ui| {
+                        if ui.button("Save without them").clicked() {
+                            close = true;
+                            self.doc.body_comments = false;
+                            self.save_then(&path, then.clone());
+                        }
+                        if ui.button("Save as a new file…").clicked() {
+                            close = true;
+                            self.ask_save_as(then.clone());
+                        }
+                        if ui.button("Cancel").clicked() {
+                            close = true;
+                        }
+                    });
+                    if !close {
+                        next = Some(Dialog::DropComments { path, then });
                     }
                 }
                 Dialog::OpenError(message) => {
