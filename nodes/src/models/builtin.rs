@@ -3,9 +3,10 @@
 
 use super::dit::DiT;
 use super::dit::{random, DiTConfig};
-use super::loading::{dit_from_tensors, load_dit, parse_config};
+use super::loading::{dit_from_tensors, load_checkpoint, parse_config};
 use super::{LoadedModel, ModelError};
 use crate::device::{parse_dtype, DeviceSpec};
+use crate::sampling::schedulers::SchedulerConfig;
 use candle_core::{DType, Device};
 use std::path::Path;
 
@@ -124,8 +125,8 @@ impl BuiltinModel {
 pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel, ModelError> {
     let device = DeviceSpec::parse(device)?.open()?;
     let dtype = parse_dtype(dtype, &device)?;
-    let dit = match builtin_models().into_iter().find(|m| m.name == model) {
-        Some(b) => b.load(dtype, &device)?,
+    let (dit, scheduler_config) = match builtin_models().into_iter().find(|m| m.name == model) {
+        Some(b) => (b.load(dtype, &device)?, SchedulerConfig::default()),
         None => {
             let path = Path::new(model);
             if !path.exists() && !model.contains(['/', '\\']) && !model.contains('.') {
@@ -135,7 +136,7 @@ pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel,
                     known: known.join(", "),
                 });
             }
-            load_dit(path, dtype, &device)?
+            load_checkpoint(path, dtype, &device)?
         }
     };
     Ok(LoadedModel {
@@ -143,6 +144,7 @@ pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel,
         dit,
         device,
         dtype,
+        scheduler_config,
     })
 }
 

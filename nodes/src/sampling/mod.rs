@@ -22,4 +22,6 @@ pub enum SamplingError {
     },
     #[error("cancelled")]
     Cancelled,
+    #[error(transparent)]
+    SchedulerConfig(#[from] schedulers::SchedulerConfigError),
 }
