@@ -1,5 +1,6 @@
 //! The training noise schedule shared by every scheduler: betas (linear, scaled linear,
-//! squared cosine or trained), optionally rescaled to zero terminal SNR, cumulative alphas.
+//! squared cosine or trained), optionally rescaled to zero terminal SNR, cumulative alphas,
+//! rounded step by step as torch computes them in f32; and numpy's linspace / arange / round.
 
 use super::config::{SchedulerConfig, SchedulerConfigError};
 
@@ -63,14 +64,6 @@ impl TrainSchedule {
         }
         let betas = match (&trained, beta_schedule) {
             (Some(b), _) => b.iter().map(|&x| x as f32).collect(),
-            // Kept exactly as before this config existed (DiT's default table).
-            (None, BetaSchedule::Linear) if !rescale => {
-                return Ok(TrainSchedule {
-                    table: NoiseTable::linear(train_steps, beta_start, beta_end),
-                    beta_schedule,
-                    rescale_betas_zero_snr: false,
-                });
-            }
             (None, BetaSchedule::Linear) => torch_linspace_f32(beta_start, beta_end, train_steps),
             (None, BetaSchedule::ScaledLinear) => {
                 torch_linspace_f32(beta_start.sqrt(), beta_end.sqrt(), train_steps)
@@ -99,18 +92,13 @@ impl NoiseTable {
         NoiseTable::linear(1000, 1e-4, 0.02)
     }
 
+    /// `torch.linspace(beta_start, beta_end, train_steps, dtype=float32)` betas.
     pub fn linear(train_steps: usize, beta_start: f64, beta_end: f64) -> Self {
-        let n = train_steps.max(2);
-        let mut acc = 1.0f64;
-        let alphas_cumprod = (0..n)
-            .map(|i| {
-                let beta = beta_start + (beta_end - beta_start) * i as f64 / (n - 1) as f64;
-                acc *= 1.0 - beta;
-                // diffusers keeps this table in f32; round the same way.
-                acc as f32 as f64
-            })
-            .collect();
-        NoiseTable { alphas_cumprod }
+        NoiseTable::from_betas(&torch_linspace_f32(
+            beta_start,
+            beta_end,
+            train_steps.max(2),
+        ))
     }
 
     /// From f32 betas as torch computes it: `alphas = 1 - betas` in f32, `cumprod` accumulated
@@ -131,11 +119,15 @@ impl NoiseTable {
         self.alphas_cumprod.len()
     }
 
-    /// `sqrt((1 - ᾱ) / ᾱ)` per training step (the Karras-style sigma), rounded to f32.
+    /// `sqrt((1 - ᾱ) / ᾱ)` per training step (the Karras-style sigma), in f32 operations as
+    /// torch computes it (near t = 0, where 1 − ᾱ is tiny, every f32 rounding shows).
     pub fn sigmas(&self) -> Vec<f64> {
         self.alphas_cumprod
             .iter()
-            .map(|&a| ((1.0 - a) / a).sqrt() as f32 as f64)
+            .map(|&a| {
+                let a = a as f32;
+                ((1.0 - a) / a).sqrt() as f64
+            })
             .collect()
     }
 
