@@ -239,7 +239,8 @@ pub fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
 /// `start + step`, the rest `start + i·δ` with `δ = (start + step) − start`, as numpy fills it.
 pub fn arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let len = ((stop - start) / step).ceil();
-    if !(len >= 1.0) {
+    // NaN (a zero step) and non-positive lengths give an empty range, as numpy.
+    if len.is_nan() || len < 1.0 {
         return Vec::new();
     }
     let len = len as usize;
