@@ -15,7 +15,7 @@ use cachedit_nodes::cache::{
 use cachedit_nodes::models::dit::DiT;
 use cachedit_nodes::models::loading::load_dit;
 use cachedit_nodes::sampling::denoise::{denoise, CfgMode, Flow, SampleSettings};
-use cachedit_nodes::sampling::schedulers::SchedulerKind;
+use cachedit_nodes::sampling::schedulers::{SchedulerConfig, SchedulerKind};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -106,6 +106,7 @@ fn settings(run: &Value) -> SampleSettings {
         cfg_mode: CfgMode::parse(run["cfg"].as_str().expect("cfg")).expect("cfg mode"),
         scheduler: SchedulerKind::parse(run["scheduler"].as_str().expect("scheduler"))
             .expect("scheduler"),
+        scheduler_config: SchedulerConfig::default(),
         size: None,
     }
 }

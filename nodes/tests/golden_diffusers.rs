@@ -7,7 +7,9 @@ use cachedit_nodes::models::loading::load_dit;
 use cachedit_nodes::sampling::denoise::{denoise, CfgMode, Flow, SampleSettings};
 use cachedit_nodes::sampling::hook::PlainForward;
 use cachedit_nodes::sampling::schedulers::Scheduler;
-use cachedit_nodes::sampling::schedulers::{ddim, dpm_solver, euler, table, SchedulerKind};
+use cachedit_nodes::sampling::schedulers::{
+    ddim, dpm_solver, euler, table, SchedulerConfig, SchedulerKind,
+};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -174,7 +176,9 @@ fn timesteps_and_sigmas_match_diffusers_for_every_step_count() {
 fn check_scheduler_replay(fixture: &str, kind: SchedulerKind) {
     let f = load(fixture);
     let steps = f["timesteps"].dims1().expect("timesteps");
-    let mut sched = kind.build(steps);
+    let mut sched = kind
+        .build(steps, &SchedulerConfig::default())
+        .expect("scheduler");
     let init = sched.init_noise_sigma();
     let mut x = (&f["noise"] * init).expect("scale");
     for i in 0..steps {
@@ -221,6 +225,7 @@ fn check_sampling_cfg(
         guidance,
         cfg_mode,
         scheduler: kind,
+        scheduler_config: SchedulerConfig::default(),
         size: None,
     };
     let mut seen = Vec::new();

@@ -11,7 +11,7 @@ use cachedit_nodes::models::dit::DiT;
 use cachedit_nodes::rng::Rng;
 use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
 use cachedit_nodes::sampling::hook::{CallInfo, PlainForward, TransformerHook};
-use cachedit_nodes::sampling::schedulers::SchedulerKind;
+use cachedit_nodes::sampling::schedulers::{SchedulerConfig, SchedulerKind};
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
 
@@ -29,6 +29,7 @@ fn settings(steps: usize, cfg_mode: CfgMode, seed: u64) -> SampleSettings {
         guidance: 4.0,
         cfg_mode,
         scheduler: SchedulerKind::DpmSolverMultistep,
+        scheduler_config: SchedulerConfig::default(),
         size: None,
     }
 }

@@ -20,7 +20,7 @@ use cachedit_nodes::models::dit::{DiT, DiTConfig};
 use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
 use cachedit_nodes::sampling::hook::{CallInfo, PlainForward, TransformerHook};
 use cachedit_nodes::sampling::measure::{load_average_1m, process_cpu_ms};
-use cachedit_nodes::sampling::schedulers::SchedulerKind;
+use cachedit_nodes::sampling::schedulers::{SchedulerConfig, SchedulerKind};
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -380,6 +380,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
                 guidance: args.guidance,
                 cfg_mode: CfgMode::Batched,
                 scheduler: SchedulerKind::DpmSolverMultistep,
+                scheduler_config: SchedulerConfig::default(),
                 size: None,
             })
             .collect();

@@ -7,7 +7,7 @@ use crate::image::RgbImage;
 use crate::models::dit::DiT;
 use crate::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
 use crate::sampling::hook::PlainForward;
-use crate::sampling::schedulers::SchedulerKind;
+use crate::sampling::schedulers::{SchedulerConfig, SchedulerKind};
 use crate::sampling::SamplingError;
 
 /// How to sample for the check.
@@ -74,6 +74,7 @@ pub fn conditional_accuracy(
             steps: check.steps,
             guidance: check.guidance,
             scheduler: check.scheduler,
+            scheduler_config: SchedulerConfig::default(),
             size: None,
             cfg_mode: CfgMode::Batched,
         };

@@ -18,7 +18,8 @@ impl NodeKind for LoadModel {
             title: "Load Model",
             category: "model",
             help: "Loads a DiT: a built-in model by name, or a diffusers checkpoint folder \
-                   (config.json + .safetensors or .bin) from a local path.",
+                   (config.json + .safetensors or .bin) from a local path; a pipeline \
+                   folder's scheduler/scheduler_config.json is read too.",
             inputs: vec![],
             outputs: vec![PortSpec::output(
                 "model",

@@ -136,6 +136,7 @@ impl NodeKind for Sampler {
             guidance: params.float("guidance")?,
             cfg_mode,
             scheduler,
+            scheduler_config: model.scheduler_config.clone(),
             size: None,
         };
         if let Some(c) = &cache {

@@ -3,9 +3,10 @@
 
 use super::dit::DiT;
 use super::dit::{random, DiTConfig};
-use super::loading::{dit_from_tensors, load_dit, locate, parse_config, read_config};
+use super::loading::{dit_from_tensors, load_checkpoint, locate, parse_config, read_config};
 use super::{LoadedModel, ModelError};
 use crate::device::{parse_dtype, DeviceSpec};
+use crate::sampling::schedulers::SchedulerConfig;
 use candle_core::{DType, Device};
 use std::path::Path;
 
@@ -124,15 +125,16 @@ impl BuiltinModel {
 pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel, ModelError> {
     let device = DeviceSpec::parse(device)?.open()?;
     let dtype = parse_dtype(dtype, &device)?;
-    let dit = match builtin_models().into_iter().find(|m| m.name == model) {
-        Some(b) => b.load(dtype, &device)?,
-        None => load_dit(checkpoint_path(model)?, dtype, &device)?,
+    let (dit, scheduler_config) = match builtin_models().into_iter().find(|m| m.name == model) {
+        Some(b) => (b.load(dtype, &device)?, SchedulerConfig::default()),
+        None => load_checkpoint(checkpoint_path(model)?, dtype, &device)?,
     };
     Ok(LoadedModel {
         name: model.to_string(),
         dit,
         device,
         dtype,
+        scheduler_config,
     })
 }
 
@@ -151,11 +153,18 @@ fn checkpoint_path(model: &str) -> Result<&Path, ModelError> {
 }
 
 /// The architecture of `model` (a built-in name or a checkpoint path) without reading its
-/// weights: what `validate` checks class labels and latents against.
+/// weights: what `validate` checks class labels and latents against. A pipeline folder's
+/// scheduler config is read and checked too, so that its errors show before a run.
 pub fn model_config(model: &str) -> Result<DiTConfig, ModelError> {
     match builtin_models().into_iter().find(|m| m.name == model) {
         Some(b) => b.config(),
-        None => read_config(&locate(checkpoint_path(model)?)?.config),
+        None => {
+            let files = locate(checkpoint_path(model)?)?;
+            if let Some(scheduler) = &files.scheduler_config {
+                SchedulerConfig::read(scheduler)?;
+            }
+            read_config(&files.config)
+        }
     }
 }
 

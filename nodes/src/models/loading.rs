@@ -1,8 +1,10 @@
 //! Loading and saving DiT checkpoints in diffusers layout: `config.json` next to
-//! `diffusion_pytorch_model.safetensors` (memory-mapped, sharded or not) or a PyTorch `.bin`.
+//! `diffusion_pytorch_model.safetensors` (memory-mapped, sharded or not) or a PyTorch `.bin`,
+//! and, in a pipeline folder, its `scheduler/scheduler_config.json`.
 
 use super::dit::{DiT, DiTConfig};
 use super::ModelError;
+use crate::sampling::schedulers::SchedulerConfig;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
@@ -13,6 +15,9 @@ use std::path::{Path, PathBuf};
 pub struct CheckpointFiles {
     pub config: PathBuf,
     pub weights: Weights,
+    /// The pipeline's `scheduler/scheduler_config.json`, when the checkpoint is (or is the
+    /// `transformer/` of) a pipeline folder that has one.
+    pub scheduler_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,9 +35,44 @@ fn file_error(path: &Path, message: impl Into<String>) -> ModelError {
     }
 }
 
+/// `<pipeline>/scheduler/scheduler_config.json` if there is anything at that path (a
+/// non-regular file is found here and refused when read, naming it).
+fn scheduler_config_in(pipeline: &Path) -> Option<PathBuf> {
+    let path = pipeline.join("scheduler").join("scheduler_config.json");
+    path.exists().then_some(path)
+}
+
+/// The scheduler config beside a checkpoint folder `dir` that sits in a pipeline folder (one
+/// with `model_index.json`), as `transformer/` does.
+fn sibling_scheduler_config(dir: &Path) -> Option<PathBuf> {
+    let parent = dir.parent()?;
+    if parent.join("model_index.json").is_file() {
+        scheduler_config_in(parent)
+    } else {
+        None
+    }
+}
+
 /// Finds config and weights for `path`: a checkpoint folder, a diffusers pipeline folder
-/// (uses its `transformer/`), or a weights file with `config.json` beside it.
+/// (uses its `transformer/`), or a weights file with `config.json` beside it; and the
+/// pipeline's scheduler config, if any.
 pub fn locate(path: &Path) -> Result<CheckpointFiles, ModelError> {
+    let mut files = locate_weights(path)?;
+    files.scheduler_config =
+        if path.is_dir() && path.join("transformer").join("config.json").is_file() {
+            scheduler_config_in(path)
+        } else {
+            let dir = if path.is_file() {
+                path.parent().unwrap_or(Path::new("."))
+            } else {
+                path
+            };
+            sibling_scheduler_config(dir)
+        };
+    Ok(files)
+}
+
+fn locate_weights(path: &Path) -> Result<CheckpointFiles, ModelError> {
     if path.is_file() {
         let dir = path.parent().unwrap_or(Path::new("."));
         let config = dir.join("config.json");
@@ -48,13 +88,17 @@ pub fn locate(path: &Path) -> Result<CheckpointFiles, ModelError> {
         } else {
             Weights::Safetensors(vec![path.to_path_buf()])
         };
-        return Ok(CheckpointFiles { config, weights });
+        return Ok(CheckpointFiles {
+            config,
+            weights,
+            scheduler_config: None,
+        });
     }
     if !path.is_dir() {
         return Err(file_error(path, "no such file or folder"));
     }
     if path.join("transformer").join("config.json").is_file() {
-        return locate(&path.join("transformer"));
+        return locate_weights(&path.join("transformer"));
     }
     let config = path.join("config.json");
     if !config.is_file() {
@@ -75,7 +119,11 @@ pub fn locate(path: &Path) -> Result<CheckpointFiles, ModelError> {
             "no diffusion_pytorch_model.safetensors, sharded index or .bin in this folder",
         ));
     };
-    Ok(CheckpointFiles { config, weights })
+    Ok(CheckpointFiles {
+        config,
+        weights,
+        scheduler_config: None,
+    })
 }
 
 /// The shard files named by a safetensors index (`weight_map` values), each once, in order.
@@ -118,7 +166,25 @@ pub fn parse_config(json: &str, origin: &str) -> Result<DiTConfig, ModelError> {
 
 /// Loads a DiT checkpoint (see [`locate`]) onto `device` in `dtype`.
 pub fn load_dit(path: &Path, dtype: DType, device: &Device) -> Result<DiT, ModelError> {
+    load_located(&locate(path)?, dtype, device)
+}
+
+/// Loads a DiT checkpoint and the scheduler config of its pipeline (DiT's default when it has
+/// none). A bad scheduler config fails here, naming the file and the field.
+pub fn load_checkpoint(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<(DiT, SchedulerConfig), ModelError> {
     let files = locate(path)?;
+    let scheduler = match &files.scheduler_config {
+        Some(p) => SchedulerConfig::read(p)?,
+        None => SchedulerConfig::default(),
+    };
+    Ok((load_located(&files, dtype, device)?, scheduler))
+}
+
+fn load_located(files: &CheckpointFiles, dtype: DType, device: &Device) -> Result<DiT, ModelError> {
     let config = read_config(&files.config)?;
     let (vb, shown) = match &files.weights {
         Weights::Safetensors(paths) => {

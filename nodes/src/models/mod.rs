@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod dit;
 pub mod loading;
 
+use crate::sampling::schedulers::{SchedulerConfig, SchedulerConfigError};
 use candle_core::{DType, Device};
 
 /// A loaded model, shared between nodes (node reuse keeps it across runs).
@@ -14,6 +15,10 @@ pub struct LoadedModel {
     pub dit: dit::DiT,
     pub device: Device,
     pub dtype: DType,
+    /// The scheduler fields the Sampler builds its scheduler class from: the pipeline's
+    /// `scheduler/scheduler_config.json` (its path is `scheduler_config.source()`), or DiT's
+    /// default config for built-in models and plain checkpoints (`source()` is `None`).
+    pub scheduler_config: SchedulerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +27,8 @@ pub enum ModelError {
     File { path: String, message: String },
     #[error("{0}")]
     Device(String),
+    #[error(transparent)]
+    SchedulerConfig(#[from] SchedulerConfigError),
     #[error("unknown built-in model {name:?}; built-in models: {known}")]
     UnknownBuiltin { name: String, known: String },
     #[error("{context}: {source}")]

@@ -3,7 +3,7 @@
 //! update, and one hook around every transformer call.
 
 use super::hook::{CallInfo, TransformerHook};
-use super::schedulers::SchedulerKind;
+use super::schedulers::{SchedulerConfig, SchedulerKind};
 use super::SamplingError;
 use crate::cache::CfgBranch;
 use crate::exec::events::StepProgress;
@@ -71,6 +71,9 @@ pub struct SampleSettings {
     /// How guidance runs (ignored when guidance is off).
     pub cfg_mode: CfgMode,
     pub scheduler: SchedulerKind,
+    /// The fields the scheduler class takes from (the model's `scheduler_config.json`, or
+    /// DiT's default).
+    pub scheduler_config: SchedulerConfig,
     /// Output size (height, width) in model pixels/latents; `None` = the model's sample size.
     pub size: Option<(usize, usize)>,
 }
@@ -173,7 +176,9 @@ pub fn denoise(
     let batch = settings.class_labels.len();
     let use_cfg = settings.guidance > 1.0;
 
-    let mut scheduler = settings.scheduler.build(settings.steps);
+    let mut scheduler = settings
+        .scheduler
+        .build(settings.steps, &settings.scheduler_config)?;
     let timesteps = scheduler.timesteps().to_vec();
     let total = timesteps.len();
 
@@ -308,6 +313,7 @@ mod tests {
             guidance: 1.0,
             cfg_mode: CfgMode::Batched,
             scheduler: SchedulerKind::DpmSolverMultistep,
+            scheduler_config: SchedulerConfig::default(),
             size: None,
         };
         let noise = initial_noise(&model.dit, &s, &Device::Cpu).expect("noise");

@@ -23,4 +23,6 @@ pub enum SamplingError {
     },
     #[error("cancelled")]
     Cancelled,
+    #[error(transparent)]
+    SchedulerConfig(#[from] schedulers::SchedulerConfigError),
 }

@@ -1,10 +1,15 @@
-//! Noise schedulers with the timestep spacing and defaults of the diffusers schedulers of the
-//! same names: DPM-Solver++ (2M), DDIM and Euler.
+//! Noise schedulers with the timestep spacing, fields and defaults of the diffusers schedulers
+//! of the same names: DPM-Solver (multistep), DDIM and Euler, set up from a scheduler config.
 
+pub mod common;
+pub mod config;
 pub mod ddim;
 pub mod dpm_solver;
 pub mod euler;
+pub mod karras;
 pub mod table;
+
+pub use config::{SchedulerConfig, SchedulerConfigError};
 
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -12,9 +17,9 @@ use serde::{Deserialize, Serialize};
 /// Which scheduler a Sampler uses (the names used in workflow files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SchedulerKind {
-    /// diffusers `DPMSolverMultistepScheduler` (dpmsolver++, order 2, midpoint).
+    /// diffusers `DPMSolverMultistepScheduler` (by default dpmsolver++, order 2, midpoint).
     DpmSolverMultistep,
-    /// diffusers `DDIMScheduler` (eta 0, `clip_sample=False` as DiT's scheduler config).
+    /// diffusers `DDIMScheduler` (eta 0).
     Ddim,
     /// diffusers `EulerDiscreteScheduler`.
     Euler,
@@ -41,16 +46,69 @@ impl SchedulerKind {
         }
     }
 
-    /// A fresh scheduler set up for `steps` inference steps.
-    pub fn build(self, steps: usize) -> Box<dyn Scheduler> {
-        let table = table::NoiseTable::dit_default();
+    /// The diffusers class this kind is.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            SchedulerKind::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+            SchedulerKind::Ddim => "DDIMScheduler",
+            SchedulerKind::Euler => "EulerDiscreteScheduler",
+        }
+    }
+
+    /// The kind of a diffusers class name (`_class_name` of a scheduler config).
+    pub fn from_class_name(class: &str) -> Option<Self> {
+        [
+            SchedulerKind::DpmSolverMultistep,
+            SchedulerKind::Ddim,
+            SchedulerKind::Euler,
+        ]
+        .into_iter()
+        .find(|k| k.class_name() == class)
+    }
+
+    /// Checks that this class can be built from `config` (every field it has).
+    pub fn check_config(
+        self,
+        config: &SchedulerConfig,
+    ) -> std::result::Result<(), SchedulerConfigError> {
         match self {
             SchedulerKind::DpmSolverMultistep => {
-                Box::new(dpm_solver::DpmSolverMultistep::new(table, steps))
+                dpm_solver::DpmOptions::from_config(config).map(|_| ())
             }
-            SchedulerKind::Ddim => Box::new(ddim::Ddim::new(table, steps)),
-            SchedulerKind::Euler => Box::new(euler::Euler::new(table, steps)),
+            SchedulerKind::Ddim => ddim::DdimOptions::from_config(config).map(|_| ()),
+            SchedulerKind::Euler => euler::EulerOptions::from_config(config).map(|_| ()),
         }
+    }
+
+    /// A fresh scheduler of this class for `steps` inference steps, with the fields of
+    /// `config` it has (as diffusers' `Class.from_config(config)`; other fields are ignored).
+    pub fn build(
+        self,
+        steps: usize,
+        config: &SchedulerConfig,
+    ) -> std::result::Result<Box<dyn Scheduler>, SchedulerConfigError> {
+        Ok(match self {
+            SchedulerKind::DpmSolverMultistep => {
+                Box::new(dpm_solver::DpmSolverMultistep::with_options(
+                    dpm_solver::DpmOptions::from_config(config)?,
+                    steps,
+                ))
+            }
+            SchedulerKind::Ddim => {
+                let options = ddim::DdimOptions::from_config(config)?;
+                let train = options.common.train.table.train_steps();
+                if steps > train {
+                    return Err(config.steps_error(format!(
+                        "DDIM cannot run {steps} steps: num_train_timesteps is {train}"
+                    )));
+                }
+                Box::new(ddim::Ddim::with_options(options, steps))
+            }
+            SchedulerKind::Euler => Box::new(euler::Euler::with_options(
+                euler::EulerOptions::from_config(config)?,
+                steps,
+            )),
+        })
     }
 }
 
@@ -58,6 +116,10 @@ impl SchedulerKind {
 pub trait Scheduler: Send {
     /// The timesteps the model is called with, first to last.
     fn timesteps(&self) -> &[f64];
+    /// One sigma per timestep plus the final one (empty for DDIM, which has none).
+    fn sigmas(&self) -> &[f64] {
+        &[]
+    }
     /// Multiplier for the initial Gaussian noise.
     fn init_noise_sigma(&self) -> f64 {
         1.0
@@ -66,7 +128,8 @@ pub trait Scheduler: Send {
     fn scale_model_input(&self, sample: &Tensor, _step_index: usize) -> Result<Tensor> {
         Ok(sample.clone())
     }
-    /// Advances `sample` by one step given the model's noise prediction.
+    /// Advances `sample` by one step given the model's output (ε, x₀ or v, as the config's
+    /// `prediction_type` says).
     fn step(&mut self, model_output: &Tensor, step_index: usize, sample: &Tensor)
         -> Result<Tensor>;
 }
