@@ -535,7 +535,7 @@ fn inked_pixels(text: &'static str, scale: f32, editor_fonts: bool) -> usize {
 }
 
 #[test]
-fn underscores_still_draw_when_the_canvas_is_zoomed_out() {
+fn underscores_and_points_still_draw_when_the_canvas_is_zoomed_out() {
     // At the body text size, egui's own font loses every underscore at these zooms (the
     // check can fail); the editor's keeps a line of them at every zoom down to 50 %.
     for zoom in [0.81, 0.75, 0.67] {
@@ -544,6 +544,17 @@ fn underscores_still_draw_when_the_canvas_is_zoomed_out() {
     for zoom in [1.0, 0.9, 0.81, 0.75, 0.67, 0.5] {
         let ours = inked_pixels("________", zoom, true);
         assert!(ours >= 20, "at {zoom}: only {ours} pixels of underscore");
+    }
+    // Decimal points fade the same way ("0.120" read "0 120"): the editor's are heavier.
+    for zoom in [1.0, 0.9, 0.81, 0.75] {
+        let (ours, egui) = (
+            inked_pixels("........", zoom, true),
+            inked_pixels("........", zoom, false),
+        );
+        assert!(
+            ours >= 2 * egui,
+            "at {zoom}: {ours} pixels of dots, egui's {egui}"
+        );
     }
 }
 
