@@ -96,7 +96,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the outermost context names the file or node, then the cause.
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            // No backtraces (RUST_BACKTRACE makes candle attach them to its errors).
+            let chain: Vec<String> = e
+                .chain()
+                .map(|c| cachedit_nodes::exec::message::one_line(&c.to_string()))
+                .collect();
             eprintln!("error: {}", chain.join(": "));
             ExitCode::FAILURE
         }

@@ -339,3 +339,117 @@ fn run_checks_the_output_folder_before_sampling() {
     );
     assert!(started.elapsed().as_secs() < 30);
 }
+
+/// A checkpoint folder: the pixel fixture's config and a `.bin` whose pickle rebuilds a tensor
+/// from two arguments (candle's reader panicked on it, and the CLI said only "executor
+/// stopped unexpectedly").
+fn malformed_bin_checkpoint(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let fixtures = repo().join("nodes/tests/fixtures");
+    let ckpt = dir.join("ckpt");
+    std::fs::create_dir_all(&ckpt).expect("mkdir");
+    std::fs::copy(
+        fixtures.join("dit_pixel_bin/config.json"),
+        ckpt.join("config.json"),
+    )
+    .expect("config");
+    let mut pickle = vec![0x80, 2, b'}', b'('];
+    pickle.extend_from_slice(b"X\x15\x00\x00\x00pos_embed.proj.weight");
+    pickle.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+    pickle.extend_from_slice(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\n");
+    pickle.extend_from_slice(b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuM\x00\x06tQK\x00tRu.");
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", options).expect("start");
+    zip.write_all(&pickle).expect("write");
+    zip.start_file("archive/data/0", options).expect("start");
+    zip.write_all(&[0u8; 6144]).expect("write");
+    let bytes = zip.finish().expect("finish").into_inner();
+    std::fs::write(ckpt.join("diffusion_pytorch_model.bin"), bytes).expect("bin");
+    ckpt
+}
+
+#[test]
+fn a_malformed_bin_checkpoint_is_one_error_line_naming_the_node_and_file_even_with_backtraces_on() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ckpt = malformed_bin_checkpoint(tmp.path());
+    let workflow = format!(
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel", params: {{"model": "{}"}}),
+            (id: 2, kind: "Sampler", params: {{"steps": 2, "class_label": 1}}),
+        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#,
+        ckpt.display()
+    );
+    std::fs::write(tmp.path().join("wf.ron"), workflow).expect("write");
+    let o = Command::new(env!("CARGO_BIN_EXE_cachedit"))
+        .args(["run", "wf.ron", "--out", "o"])
+        .current_dir(tmp.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("runs");
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "one line, no backtrace: {err}");
+    for says in [
+        "LoadModel #1",
+        "diffusion_pytorch_model.bin",
+        "_rebuild_tensor_v2 with 2 arguments",
+    ] {
+        assert!(err.contains(says), "{says:?} not in {err}");
+    }
+    assert!(!err.contains("executor stopped"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn validate_and_restore_refuse_a_fifo_instead_of_blocking() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    for name in ["wf.ron", "image.png"] {
+        let made = Command::new("mkfifo")
+            .arg(tmp.path().join(name))
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+    }
+    let started = std::time::Instant::now();
+    for args in [
+        &["validate", "wf.ron"][..],
+        &["restore", "image.png", "-o", "back.ron"][..],
+    ] {
+        let o = cachedit(args, tmp.path());
+        assert!(!o.status.success(), "{args:?}");
+        let err = text(&o.stderr);
+        assert!(err.contains("not a regular file"), "{args:?}: {err}");
+    }
+    // Both return at once; a blocking open would hang here until the test harness gave up.
+    assert!(started.elapsed().as_secs() < 60);
+}
+
+#[cfg(unix)]
+#[test]
+fn stats_json_replaces_a_planted_symlink_instead_of_writing_through_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("o");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let victim = tmp.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").expect("victim");
+    std::os::unix::fs::symlink(&victim, out.join("stats.json")).expect("symlink");
+    std::fs::write(
+        tmp.path().join("wf.ron"),
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel", params: {"model": "random-tiny"}),
+            (id: 2, kind: "Sampler", params: {"steps": 2, "class_label": 1}),
+        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#,
+    )
+    .expect("write");
+    let o = cachedit(&["run", "wf.ron", "--out", "o"], tmp.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep me");
+    let stats = out.join("stats.json");
+    assert!(!stats.symlink_metadata().expect("stats").is_symlink());
+    assert!(std::fs::read_to_string(&stats)
+        .expect("stats")
+        .contains("Sampler"));
+}

@@ -371,6 +371,9 @@ pub enum NodeError {
     Io(String),
     #[error("{0}")]
     Other(String),
+    /// The node's code panicked (a bug); the run stops at this node, nothing else is harmed.
+    #[error("internal error (please report it): {0}")]
+    Panicked(String),
 }
 
 /// What is known of a model before it is loaded (from a built-in config or `config.json`,

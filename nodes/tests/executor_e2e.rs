@@ -504,3 +504,66 @@ fn a_cache_config_that_does_not_fit_the_run_is_a_sampler_error_naming_the_field(
         errs[0].1
     );
 }
+
+/// A kind whose run panics when its `explode` param is set (a stand-in for a library that
+/// panics on a malformed file).
+struct Fragile;
+
+impl cachedit_nodes::registry::NodeKind for Fragile {
+    fn spec(&self) -> cachedit_nodes::registry::KindSpec {
+        use cachedit_nodes::registry::{KindSpec, ParamSpec};
+        KindSpec {
+            name: "Fragile",
+            title: "Fragile",
+            category: "test",
+            help: "",
+            inputs: vec![],
+            outputs: vec![],
+            params: vec![ParamSpec::boolean("explode", true, "")],
+        }
+    }
+
+    fn run(
+        &self,
+        _ctx: &cachedit_nodes::exec::context::NodeContext,
+        _inputs: &cachedit_nodes::registry::Inputs,
+        params: &cachedit_nodes::registry::Params,
+    ) -> Result<cachedit_nodes::registry::Outputs, cachedit_nodes::registry::NodeError> {
+        if params.boolean("explode")? {
+            let args: Vec<u8> = Vec::new();
+            // As candle's pickle reader did on a short tuple: an out-of-bounds index.
+            let _ = args[3];
+        }
+        Ok(cachedit_nodes::registry::Outputs::new())
+    }
+}
+
+#[test]
+fn a_panic_in_a_node_is_an_error_on_that_node_and_the_executor_carries_on() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut registry = Registry::builtin();
+    registry.register(Fragile);
+    let exec = Executor::spawn(
+        registry,
+        ExecConfig {
+            output_dir: tmp.path().to_path_buf(),
+        },
+    )
+    .expect("executor starts");
+    let mut wf = Workflow::default();
+    let node = wf.add_node("Fragile", [0.0, 0.0]);
+    let events = collect(&exec, exec.run(wf.clone()).expect("run"));
+    assert_eq!(outcome(&events), RunOutcome::Failed);
+    let errs = errors(&events);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, Some(node));
+    assert!(
+        errs[0].1.contains("Fragile #1") && errs[0].1.contains("internal error"),
+        "{errs:?}"
+    );
+    assert!(errs[0].1.contains("index out of bounds"), "{errs:?}");
+    // The same executor runs the next workflow.
+    wf.set_param(node, "explode", Value::Bool(false));
+    let events = collect(&exec, exec.run(wf).expect("second run"));
+    assert_eq!(outcome(&events), RunOutcome::Completed);
+}

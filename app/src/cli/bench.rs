@@ -189,5 +189,6 @@ pub fn write_section(path: &PathBuf, marker: &str, title: &str, body: &str) -> R
         (Some(a), Some(b)) if b > a => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
         _ => format!("{}\n{section}\n", old.trim_end()),
     };
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+    cachedit_nodes::safe_io::write_atomic(path, new.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

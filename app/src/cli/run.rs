@@ -11,6 +11,7 @@ use cachedit_nodes::graph::validate::validate;
 use cachedit_nodes::image::png_io::workflow_text_from_png;
 use cachedit_nodes::models::builtin::builtin_models;
 use cachedit_nodes::registry::Registry;
+use cachedit_nodes::safe_io::write_atomic;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -64,7 +65,8 @@ pub fn restore(png: &Path, output: Option<&Path>) -> Result<()> {
     parse_workflow(&text, &format!("{} (embedded workflow)", png.display()))?;
     match output {
         Some(path) => {
-            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+            write_atomic(path, text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             println!("{} -> {}", png.display(), path.display());
         }
         None => print!("{text}"),
@@ -175,7 +177,8 @@ pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
     let report = RunReport::from_events(path.display().to_string(), &wf, &events);
     let stats_path = out.join("stats.json");
     let json = serde_json::to_string_pretty(&report)?;
-    std::fs::write(&stats_path, json)
+    // Atomic, and never through a symlink planted in the output folder.
+    write_atomic(&stats_path, json.as_bytes())
         .with_context(|| format!("writing {}", stats_path.display()))?;
     match outcome {
         RunOutcome::Completed => {

@@ -213,8 +213,15 @@ impl EditorDoc {
     }
 
     fn alloc_id(&mut self) -> NodeId {
-        let id = NodeId(self.next_id.max(self.wf.next_id().0));
-        self.next_id = id.0 + 1;
+        let wanted = NodeId(self.next_id.max(self.wf.next_id().0));
+        // Past u64::MAX (a crafted file) the counter stays at the top; never hand out an id
+        // that is in use.
+        let id = if self.wf.node(wanted).is_some() {
+            self.wf.next_id()
+        } else {
+            wanted
+        };
+        self.next_id = id.0.saturating_add(1);
         id
     }
 

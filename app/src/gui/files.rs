@@ -6,7 +6,6 @@ use cachedit_nodes::graph::ron_io::{load_workflow, parse_workflow, save_workflow
 use cachedit_nodes::image::png_io::workflow_text_from_png;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Most recent files remembered.
@@ -69,29 +68,16 @@ impl Settings {
     }
 }
 
-/// Writes a file atomically: a temporary file in the same folder, synced, then renamed.
+/// Writes a file atomically (a temporary file in the same folder, synced, then renamed; see
+/// `safe_io::write_atomic`), creating the folder first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name()
-            .map_or("file".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("{}: {e}", path.display())
-    })
+    cachedit_nodes::safe_io::write_atomic(path, bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The editor's settings folder: `$CACHEDIT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/cachedit`,

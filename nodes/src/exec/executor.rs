@@ -5,6 +5,7 @@ use super::context::NodeContext;
 use super::data::Data;
 use super::events::{Event, RunId, RunOutcome};
 use super::memo::node_key;
+use super::message;
 use crate::graph::document::{NodeId, Workflow};
 use crate::graph::preflight::preflight;
 use crate::graph::ron_io::to_ron_string;
@@ -252,7 +253,8 @@ impl Worker {
                 }
                 Err(e) => {
                     self.memo.remove(&id);
-                    self.fail(run_id, Some(id), format!("{}: {e}", wf.describe(id)));
+                    let text = message::one_line(&e.to_string());
+                    self.fail(run_id, Some(id), format!("{}: {text}", wf.describe(id)));
                     return RunOutcome::Failed;
                 }
             }
@@ -331,7 +333,15 @@ impl Worker {
             events: &self.events,
             cancel,
         };
-        let out = kind.run(&ctx, &inputs, &params)?;
+        // A panic in a node (a bug, or a library that panics on a bad file) ends this node
+        // with an error on it; the executor thread and the next run are unharmed.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            kind.run(&ctx, &inputs, &params)
+        }));
+        let out = match run {
+            Ok(result) => result?,
+            Err(payload) => return Err(NodeError::Panicked(message::panic_text(payload.as_ref()))),
+        };
         self.memo.insert(id, (key, out.clone()));
         outputs.insert(id, out);
         self.emit(Event::NodeFinished {

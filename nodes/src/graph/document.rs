@@ -149,9 +149,21 @@ impl Workflow {
         self.nodes.iter_mut().find(|n| n.id == id)
     }
 
-    /// The next free id (one above the largest in use).
+    /// The next free id: one above the largest in use, or, when that is `u64::MAX`, the
+    /// smallest id not in use (never one that is taken).
     pub fn next_id(&self) -> NodeId {
-        NodeId(self.nodes.iter().map(|n| n.id.0 + 1).max().unwrap_or(1))
+        let Some(largest) = self.nodes.iter().map(|n| n.id.0).max() else {
+            return NodeId(1);
+        };
+        match largest.checked_add(1) {
+            Some(next) => NodeId(next),
+            None => {
+                let taken: std::collections::HashSet<u64> =
+                    self.nodes.iter().map(|n| n.id.0).collect();
+                // Fewer than u64::MAX nodes fit in memory, so a free id exists below.
+                NodeId((1..=u64::MAX).find(|i| !taken.contains(i)).unwrap_or(0))
+            }
+        }
     }
 
     /// Adds a node of `kind` at `pos` with default params and returns its id.
@@ -197,5 +209,27 @@ impl Workflow {
             },
             None => format!("node {id}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_id_never_returns_an_id_in_use_even_at_the_top() {
+        let mut wf = Workflow::default();
+        assert_eq!(wf.next_id(), NodeId(1));
+        for id in [u64::MAX, 1, 2, 4] {
+            wf.nodes.push(Node {
+                id: NodeId(id),
+                ..Node::default()
+            });
+        }
+        // One above u64::MAX does not exist (it used to wrap to 0, or panic in debug
+        // builds): the smallest free id instead.
+        assert_eq!(wf.next_id(), NodeId(3));
+        assert_eq!(wf.add_node("K", [0.0, 0.0]), NodeId(3));
+        assert_eq!(wf.next_id(), NodeId(5));
     }
 }

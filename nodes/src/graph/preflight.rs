@@ -4,7 +4,7 @@
 
 use super::document::{NodeId, Workflow};
 use super::topo::topological_order;
-use super::validate::{resolve_params, ValidationError};
+use super::validate::{label as describe, resolve_params, ValidationError};
 use crate::registry::{ModelFacts, PortType, PreflightContext, Registry};
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,10 +20,19 @@ pub fn preflight(
     let Ok(order) = topological_order(wf) else {
         return Ok(());
     };
+    let nodes: HashMap<NodeId, &super::document::Node> =
+        wf.nodes.iter().map(|n| (n.id, n)).collect();
+    let links_into: HashMap<(NodeId, &str), NodeId> = wf
+        .links
+        .iter()
+        .map(|l| ((l.to.node, l.to.port.as_str()), l.from.node))
+        .collect();
     let mut models: HashMap<NodeId, ModelFacts> = HashMap::new();
     let mut errors = Vec::new();
     for id in order {
-        let Some(node) = wf.node(id) else { continue };
+        let Some(node) = nodes.get(&id).copied() else {
+            continue;
+        };
         let (Some(spec), Some(kind)) = (registry.spec(&node.kind), registry.kind(&node.kind))
         else {
             continue;
@@ -35,8 +44,8 @@ pub fn preflight(
             .inputs
             .iter()
             .filter(|p| p.ty == PortType::Model)
-            .find_map(|p| wf.link_into(&super::document::PortRef::new(id, p.name)))
-            .and_then(|link| models.get(&link.from.node));
+            .find_map(|p| links_into.get(&(id, p.name)))
+            .and_then(|from| models.get(from));
         let found = kind.preflight(
             &params,
             &PreflightContext {
@@ -47,7 +56,7 @@ pub fn preflight(
         for (param, message) in found.problems {
             errors.push(ValidationError::BadParam {
                 node: id,
-                label: wf.describe(id),
+                label: describe(node),
                 param: param.to_string(),
                 reason: message,
             });

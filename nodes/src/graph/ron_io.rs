@@ -21,10 +21,8 @@ use super::{migrate, GraphError};
 use ron::error::Span;
 use ron::extensions::Extensions;
 use ron::ser::PrettyConfig;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io;
+use std::path::Path;
 
 /// Parses `.ron` text into a workflow and upgrades it to the current format version.
 /// `source_name` (usually the file path) names the text in error messages.
@@ -67,9 +65,13 @@ fn token_start(text: &str, span: &Span) -> (usize, usize) {
     start
 }
 
-/// Reads and parses a workflow file.
+/// The largest workflow file read (a 100,000-node workflow is about 14 MiB).
+pub const MAX_WORKFLOW_BYTES: u64 = 64 << 20;
+
+/// Reads and parses a workflow file (a regular file of at most [`MAX_WORKFLOW_BYTES`]).
 pub fn load_workflow(path: &Path) -> Result<Workflow, GraphError> {
-    let bytes = fs::read(path).map_err(|source| io_error(path, source))?;
+    let bytes = crate::safe_io::read_bounded(path, MAX_WORKFLOW_BYTES)
+        .map_err(|source| io_error(path, source))?;
     let source_name = path.display().to_string();
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
@@ -120,34 +122,7 @@ pub fn save_workflow_atomic_with_header(
         text.push('\n');
     }
     text.push_str(&to_ron_string(wf)?);
-    let Some(file_name) = path.file_name() else {
-        return Err(io_error(
-            path,
-            io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),
-        ));
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-
-    let (tmp_path, mut file) = create_temp(&dir, &file_name.to_string_lossy())?;
-    let written = (|| {
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        drop(file);
-        // Keep the permissions of the file being replaced.
-        if let Ok(meta) = fs::metadata(path) {
-            let _ = fs::set_permissions(&tmp_path, meta.permissions());
-        }
-        fs::rename(&tmp_path, path)
-    })();
-    if let Err(source) = written {
-        let _ = fs::remove_file(&tmp_path);
-        return Err(io_error(path, source));
-    }
-    sync_dir(&dir);
-    Ok(())
+    crate::safe_io::write_atomic(path, text.as_bytes()).map_err(|source| io_error(path, source))
 }
 
 /// The comments of a `.ron` text: the leading block (comment lines before the workflow,
@@ -223,32 +198,6 @@ pub fn comments_of(text: &str) -> Comments {
     }
 }
 
-/// Creates a new, uniquely named temporary file in `dir`.
-fn create_temp(dir: &Path, file_name: &str) -> Result<(PathBuf, File), GraphError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut last_err = io::Error::new(io::ErrorKind::AlreadyExists, "no free temporary name");
-    for _ in 0..16 {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{file_name}.{}-{n}.tmp", std::process::id()));
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = e,
-            Err(e) => return Err(io_error(&tmp, e)),
-        }
-    }
-    Err(io_error(dir, last_err))
-}
-
-/// Makes the rename itself durable (best effort; only meaningful on Unix).
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-}
-
 fn io_error(path: &Path, source: io::Error) -> GraphError {
     GraphError::Io {
         path: path.to_path_buf(),
@@ -259,6 +208,7 @@ fn io_error(path: &Path, source: io::Error) -> GraphError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn comments_are_told_apart_header_from_body_and_strings_are_skipped() {

@@ -2,7 +2,7 @@
 
 use super::document::{NodeId, Workflow};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 /// Edges between existing nodes, one entry per link (links to missing nodes are skipped).
 fn edges(wf: &Workflow) -> (BTreeSet<NodeId>, Vec<(NodeId, NodeId)>) {
@@ -59,47 +59,82 @@ pub fn topological_order(wf: &Workflow) -> Result<Vec<NodeId>, Vec<NodeId>> {
 /// The cycles of the graph: each group of nodes that reach one another through links
 /// (a strongly connected component of two or more nodes, or one node linked to itself).
 /// Ids are sorted inside each group and the groups by their smallest id. Empty for a DAG.
+///
+/// Linear in nodes + links (Tarjan's algorithm, iterative so that a long chain cannot
+/// overflow the stack).
 pub fn cycles(wf: &Workflow) -> Vec<Vec<NodeId>> {
     let Err(stuck) = topological_order(wf) else {
         return Vec::new();
     };
-    let stuck: BTreeSet<NodeId> = stuck.into_iter().collect();
+    // Only the nodes that could not be ordered can be on a cycle.
+    let index: HashMap<NodeId, usize> = stuck.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let n = stuck.len();
+    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut self_loop = vec![false; n];
     let (_, edges) = edges(wf);
-    let mut succ: BTreeMap<NodeId, BTreeSet<NodeId>> = BTreeMap::new();
     for (from, to) in edges {
-        if stuck.contains(&from) && stuck.contains(&to) {
-            succ.entry(from).or_default().insert(to);
+        if let (Some(&a), Some(&b)) = (index.get(&from), index.get(&to)) {
+            succ[a].push(b);
+            self_loop[a] |= a == b;
         }
     }
 
-    // Nodes reachable from `start` by one or more links.
-    let reach = |start: NodeId| -> BTreeSet<NodeId> {
-        let mut seen = BTreeSet::new();
-        let mut todo: Vec<NodeId> = succ.get(&start).into_iter().flatten().copied().collect();
-        while let Some(id) = todo.pop() {
-            if seen.insert(id) {
-                todo.extend(succ.get(&id).into_iter().flatten().copied());
-            }
-        }
-        seen
-    };
-    let reachable: BTreeMap<NodeId, BTreeSet<NodeId>> =
-        stuck.iter().map(|&id| (id, reach(id))).collect();
-
-    let mut groups = Vec::new();
-    let mut placed = BTreeSet::new();
-    for (&id, from_id) in &reachable {
-        if placed.contains(&id) || !from_id.contains(&id) {
+    const UNSEEN: usize = usize::MAX;
+    let mut order = vec![UNSEEN; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack: Vec<usize> = Vec::new();
+    let mut counter = 0usize;
+    let mut groups: Vec<Vec<NodeId>> = Vec::new();
+    for root in 0..n {
+        if order[root] != UNSEEN {
             continue;
         }
-        let group: Vec<NodeId> = from_id
-            .iter()
-            .copied()
-            .filter(|other| reachable.get(other).is_some_and(|r| r.contains(&id)))
-            .collect();
-        placed.extend(group.iter().copied());
-        groups.push(group);
+        // (node, next successor to look at)
+        let mut work: Vec<(usize, usize)> = vec![(root, 0)];
+        order[root] = counter;
+        low[root] = counter;
+        counter += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&(v, next)) = work.last() {
+            if let Some(&w) = succ[v].get(next) {
+                if let Some(top) = work.last_mut() {
+                    top.1 += 1;
+                }
+                if order[w] == UNSEEN {
+                    order[w] = counter;
+                    low[w] = counter;
+                    counter += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(order[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == order[v] {
+                let mut group = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    group.push(stuck[w]);
+                    if w == v {
+                        break;
+                    }
+                }
+                if group.len() > 1 || self_loop[v] {
+                    group.sort();
+                    groups.push(group);
+                }
+            }
+        }
     }
+    groups.sort();
     groups
 }
 
@@ -199,6 +234,22 @@ mod tests {
         );
         assert_eq!(topological_order(&w), Err(ids(&[1, 2, 3, 4, 5])));
         assert_eq!(cycles(&w), vec![ids(&[1, 2]), ids(&[4, 5])]);
+    }
+
+    #[test]
+    fn a_long_chain_and_a_large_cycle_are_handled_without_a_deep_stack() {
+        let n = 100_000u64;
+        let ids: Vec<u64> = (1..=n).collect();
+        let chain: Vec<(u64, u64)> = (1..n).map(|i| (i, i + 1)).collect();
+        let w = wf(&ids, &chain);
+        assert_eq!(topological_order(&w).map(|o| o.len()), Ok(n as usize));
+        assert!(cycles(&w).is_empty());
+        let mut ring = chain.clone();
+        ring.push((n, 1));
+        let w = wf(&ids, &ring);
+        let found = cycles(&w);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].len(), n as usize);
     }
 
     #[test]

@@ -1,9 +1,8 @@
 //! PNG encoding/decoding with UTF-8 text chunks, used to embed the workflow in saved images.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Cursor, Seek};
+use std::path::Path;
 
 use png::text_metadata::ITXtChunk;
 
@@ -17,6 +16,16 @@ const COMPRESS_TEXT_FROM: usize = 1024;
 
 /// Upper bound on one decompressed text chunk when reading (guards against zip bombs).
 const TEXT_DECOMPRESSION_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Upper bound on all decompressed text of one file together.
+const TEXT_TOTAL_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Upper bound on a decoded image (bytes).
+const MAX_DECODED_BYTES: u64 = 256 << 20;
+
+/// Deflate's largest compression ratio (258-byte matches coded in one bit each, about
+/// 1032:1): the most decoded bytes a file of a given size can really hold.
+const DEFLATE_MAX_RATIO: u64 = 1032;
 
 /// Encodes `img` as an 8-bit RGB PNG. Each `(keyword, text)` becomes an iTXt chunk (UTF-8 text,
 /// zlib-compressed when long) placed before the image data. Keywords must be 1–79 printable
@@ -57,56 +66,71 @@ pub fn write_png_atomic(
     text_chunks: &[(&str, &str)],
 ) -> Result<(), ImageError> {
     let bytes = encode_png(img, text_chunks)?;
-    let file_name = path.file_name().ok_or_else(|| ImageError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-    })?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-
-    let (tmp_path, mut file) = create_temp_file(dir, &file_name.to_string_lossy())?;
-    let written = file
-        .write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_error(&tmp_path, e));
-    drop(file);
-    let result = written.and_then(|()| fs::rename(&tmp_path, path).map_err(|e| io_error(path, e)));
-    if result.is_err() {
-        // Best effort: the original error matters more than a failed cleanup.
-        let _ = fs::remove_file(&tmp_path);
-    }
-    result
+    crate::safe_io::write_atomic(path, &bytes).map_err(|e| io_error(path, e))
 }
 
 /// All text chunks of the PNG at `path` as `(keyword, text)`: tEXt, then zTXt, then iTXt
 /// (file order within each kind), compressed ones decompressed. Reads chunks after the
-/// image data too.
+/// image data too. At most 64 MiB of text in all.
 pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>, ImageError> {
-    let mut reader = open_reader(path)?;
+    read_texts(open_file(path)?, path, |_| true)
+}
+
+/// [`read_png_text`] on the bytes of a PNG; `origin` names it in errors.
+pub fn read_png_text_bytes(
+    bytes: &[u8],
+    origin: &Path,
+) -> Result<Vec<(String, String)>, ImageError> {
+    read_texts(open_bytes(bytes, origin)?, origin, |_| true)
+}
+
+/// The text chunks whose keyword `wanted` accepts. Keywords are looked at before anything is
+/// inflated, so a file full of other compressed chunks costs nothing; what is inflated is
+/// capped per chunk and in total.
+fn read_texts<R: BufRead + Seek>(
+    mut reader: png::Reader<R>,
+    path: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>, ImageError> {
     reader.finish().map_err(|e| png_error(path, e))?;
     let info = reader.info();
-
+    let mut total = 0usize;
     let mut out = Vec::new();
-    for chunk in &info.uncompressed_latin1_text {
+    for chunk in info
+        .uncompressed_latin1_text
+        .iter()
+        .filter(|c| wanted(&c.keyword))
+    {
+        charge(&mut total, path, &chunk.keyword, chunk.text.len())?;
         out.push((chunk.keyword.clone(), chunk.text.clone()));
     }
-    for chunk in &info.compressed_latin1_text {
+    for chunk in info
+        .compressed_latin1_text
+        .iter()
+        .filter(|c| wanted(&c.keyword))
+    {
         let mut chunk = chunk.clone();
+        let left = TEXT_TOTAL_LIMIT.saturating_sub(total);
         let text = chunk
-            .decompress_text_with_limit(TEXT_DECOMPRESSION_LIMIT)
+            .decompress_text_with_limit(TEXT_DECOMPRESSION_LIMIT.min(left))
             .and_then(|()| chunk.get_text())
             .map_err(|e| text_error(path, &chunk.keyword, e))?;
+        charge(&mut total, path, &chunk.keyword, text.len())?;
         out.push((chunk.keyword, text));
     }
-    for chunk in &info.utf8_text {
+    for chunk in info.utf8_text.iter().filter(|c| wanted(&c.keyword)) {
         let mut chunk = chunk.clone();
+        let left = TEXT_TOTAL_LIMIT.saturating_sub(total);
         let text = chunk
-            .decompress_text_with_limit(TEXT_DECOMPRESSION_LIMIT)
+            .decompress_text_with_limit(TEXT_DECOMPRESSION_LIMIT.min(left))
             .and_then(|()| chunk.get_text())
             .map_err(|e| text_error(path, &chunk.keyword, e))?;
+        charge(&mut total, path, &chunk.keyword, text.len())?;
         out.push((chunk.keyword, text));
     }
     Ok(out)
@@ -114,7 +138,18 @@ pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>, ImageError> {
 
 /// Decodes an 8-bit RGB or RGBA PNG (alpha is dropped); other formats are an error.
 pub fn read_png(path: &Path) -> Result<RgbImage, ImageError> {
-    let mut reader = open_reader(path)?;
+    decode(open_file(path)?, path)
+}
+
+/// [`read_png`] on the bytes of a PNG; `origin` names it in errors.
+pub fn read_png_bytes(bytes: &[u8], origin: &Path) -> Result<RgbImage, ImageError> {
+    decode(open_bytes(bytes, origin)?, origin)
+}
+
+fn decode<R: BufRead + Seek>(
+    mut reader: png::Reader<R>,
+    path: &Path,
+) -> Result<RgbImage, ImageError> {
     let (color, depth) = reader.output_color_type();
     let channels = match (color, depth) {
         (png::ColorType::Rgb, png::BitDepth::Eight) => 3,
@@ -156,7 +191,20 @@ pub fn read_png(path: &Path) -> Result<RgbImage, ImageError> {
 
 /// The workflow text stored under [`WORKFLOW_KEY`], or [`ImageError::NoWorkflow`].
 pub fn workflow_text_from_png(path: &Path) -> Result<String, ImageError> {
-    read_png_text(path)?
+    workflow_text(
+        read_texts(open_file(path)?, path, |k| k == WORKFLOW_KEY)?,
+        path,
+    )
+}
+
+/// [`workflow_text_from_png`] on the bytes of a PNG; `origin` names it in errors.
+pub fn workflow_text_from_png_bytes(bytes: &[u8], origin: &Path) -> Result<String, ImageError> {
+    let texts = read_texts(open_bytes(bytes, origin)?, origin, |k| k == WORKFLOW_KEY)?;
+    workflow_text(texts, origin)
+}
+
+fn workflow_text(texts: Vec<(String, String)>, path: &Path) -> Result<String, ImageError> {
+    texts
         .into_iter()
         .find(|(keyword, _)| keyword == WORKFLOW_KEY)
         .map(|(_, text)| text)
@@ -165,28 +213,71 @@ pub fn workflow_text_from_png(path: &Path) -> Result<String, ImageError> {
         })
 }
 
-fn open_reader(path: &Path) -> Result<png::Reader<BufReader<File>>, ImageError> {
-    let file = File::open(path).map_err(|e| io_error(path, e))?;
-    png::Decoder::new(BufReader::new(file))
-        .read_info()
-        .map_err(|e| png_error(path, e))
+/// Counts `len` more bytes of text against [`TEXT_TOTAL_LIMIT`].
+fn charge(total: &mut usize, path: &Path, keyword: &str, len: usize) -> Result<(), ImageError> {
+    *total = total.saturating_add(len);
+    if *total > TEXT_TOTAL_LIMIT {
+        return Err(ImageError::Png {
+            path: path.to_path_buf(),
+            message: format!(
+                "text chunk {keyword:?}: more than {} MiB of text in one file",
+                TEXT_TOTAL_LIMIT >> 20
+            ),
+        });
+    }
+    Ok(())
 }
 
-/// Creates a new, uniquely named temporary file next to the target.
-fn create_temp_file(dir: &Path, file_name: &str) -> Result<(PathBuf, File), ImageError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut attempt = 0;
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{file_name}.{}.{n}.tmp", std::process::id()));
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                attempt += 1;
-            }
-            Err(e) => return Err(io_error(&tmp, e)),
-        }
+/// A reader past the header of the regular file at `path`.
+fn open_file(path: &Path) -> Result<png::Reader<BufReader<File>>, ImageError> {
+    let file = crate::safe_io::open_regular(path).map_err(|e| io_error(path, e))?;
+    let file_len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    open_reader(BufReader::new(file), file_len, path)
+}
+
+fn open_bytes<'a>(
+    bytes: &'a [u8],
+    origin: &Path,
+) -> Result<png::Reader<Cursor<&'a [u8]>>, ImageError> {
+    open_reader(Cursor::new(bytes), bytes.len() as u64, origin)
+}
+
+/// A reader past the header, refusing images larger than `file_len` bytes could really hold
+/// (deflate's ratio) or than [`MAX_DECODED_BYTES`], before any pixel buffer exists.
+fn open_reader<R: BufRead + Seek>(
+    source: R,
+    file_len: u64,
+    path: &Path,
+) -> Result<png::Reader<R>, ImageError> {
+    let room = file_len
+        .saturating_mul(DEFLATE_MAX_RATIO)
+        .min(MAX_DECODED_BYTES);
+    // The decoder's own buffers (chunk data, inflate state) get the same bound, but never
+    // less than its default, which small valid files may need.
+    let limits = png::Limits {
+        bytes: usize::try_from(room.max(64 << 20)).unwrap_or(usize::MAX),
+    };
+    let reader = png::Decoder::new_with_limits(source, limits)
+        .read_info()
+        .map_err(|e| png_error(path, e))?;
+    let info = reader.info();
+    // Four bytes a pixel (RGBA, 8 bit) is the most this reader decodes to.
+    let decoded = u64::from(info.width)
+        .saturating_mul(u64::from(info.height))
+        .saturating_mul(4);
+    if decoded > room {
+        return Err(ImageError::Png {
+            path: path.to_path_buf(),
+            message: format!(
+                "the image declares {}×{} pixels ({decoded} bytes decoded), more than a \
+                 {file_len}-byte file can hold or than the {} MiB this reader decodes",
+                info.width,
+                info.height,
+                MAX_DECODED_BYTES >> 20
+            ),
+        });
     }
+    Ok(reader)
 }
 
 /// Keywords: 1–79 Latin-1 characters, printable (no control characters, no NUL).
@@ -233,9 +324,19 @@ fn png_error(path: &Path, e: png::DecodingError) -> ImageError {
 }
 
 fn text_error(path: &Path, keyword: &str, e: png::DecodingError) -> ImageError {
+    // png reports a limit reached as "out of decompression space": say which limit.
+    let message = if e.to_string().contains("decompression space") {
+        format!(
+            "text chunk {keyword:?} inflates past the limit of {} MiB per chunk and {} MiB in all",
+            TEXT_DECOMPRESSION_LIMIT >> 20,
+            TEXT_TOTAL_LIMIT >> 20
+        )
+    } else {
+        format!("text chunk {keyword:?} cannot be read: {e}")
+    };
     ImageError::Png {
         path: path.to_path_buf(),
-        message: format!("text chunk {keyword:?} cannot be read: {e}"),
+        message,
     }
 }
 
@@ -425,5 +526,36 @@ mod tests {
             );
         }
         assert!(encode_png(&img, &[(&"k".repeat(79), "v")]).is_ok());
+    }
+
+    /// The hostile PNGs `tools/make_hostile_inputs.py` writes for the fuzzers' regressions.
+    fn hostile(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/png")
+            .join(name);
+        fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn a_2_kb_png_declaring_four_billion_rows_is_refused_before_allocating() {
+        // It used to ask for 73 GB.
+        let bytes = hostile("huge-dimensions.bin");
+        let origin = Path::new("huge.png");
+        let err = read_png_bytes(&bytes, origin).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.png") && err.contains("4060086313"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn text_chunks_of_other_keys_are_not_inflated_and_all_text_is_capped() {
+        // 16 zTXt chunks of 60 MiB each: reading them all took `restore` past 1 GB.
+        let bytes = hostile("text-bomb.bin");
+        let origin = Path::new("bomb.png");
+        let workflow = workflow_text_from_png_bytes(&bytes, origin).unwrap();
+        assert!(workflow.starts_with("(version: 1"), "{workflow}");
+        let err = read_png_text_bytes(&bytes, origin).unwrap_err().to_string();
+        assert!(err.contains("bomb.png") && err.contains("MiB"), "{err}");
     }
 }

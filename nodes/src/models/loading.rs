@@ -1,14 +1,47 @@
 //! Loading and saving DiT checkpoints in diffusers layout: `config.json` next to
 //! `diffusion_pytorch_model.safetensors` (memory-mapped, sharded or not) or a PyTorch `.bin`,
-//! and, in a pipeline folder, its `scheduler/scheduler_config.json`.
+//! and, in a pipeline folder, its `scheduler/scheduler_config.json`. Every size a file
+//! declares is checked against the bytes present and the memory allowed before it is
+//! allocated, and weights must be floating point.
 
 use super::dit::{DiT, DiTConfig};
-use super::ModelError;
+use super::{pytorch, ModelError};
+use crate::memory::{available_bytes, show_bytes};
+use crate::safe_io;
 use crate::sampling::schedulers::SchedulerConfig;
+use candle_core::safetensors::{MmapedSafetensors, SliceSafetensors};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use safetensors::tensor::TensorView;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// The largest `config.json` or safetensors index read (real ones are a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// How much a load may allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadLimits {
+    /// Host memory for the weights and, on the CPU, one step's activations.
+    pub memory_bytes: u64,
+}
+
+impl LoadLimits {
+    /// What the machine has available now (no bound where the system does not say).
+    pub fn machine() -> Self {
+        LoadLimits {
+            memory_bytes: available_bytes().unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// The format of weights given as bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    Safetensors,
+    /// A PyTorch zip checkpoint (`.bin`, `.pt`).
+    Pytorch,
+}
 
 /// The files of one checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +161,8 @@ fn locate_weights(path: &Path) -> Result<CheckpointFiles, ModelError> {
 
 /// The shard files named by a safetensors index (`weight_map` values), each once, in order.
 fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
-    let text = std::fs::read_to_string(index).map_err(|e| file_error(index, e.to_string()))?;
+    let text = safe_io::read_text_bounded(index, MAX_CONFIG_BYTES)
+        .map_err(|e| file_error(index, e.to_string()))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| file_error(index, e.to_string()))?;
     let map = json
@@ -138,6 +172,15 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut files: Vec<PathBuf> = Vec::new();
     for file in map.values().filter_map(|v| v.as_str()) {
+        let plain = Path::new(file)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            return Err(file_error(
+                index,
+                format!("shard {file:?} is not a file name inside the checkpoint folder"),
+            ));
+        }
         let p = dir.join(file);
         if !files.contains(&p) {
             files.push(p);
@@ -149,7 +192,8 @@ fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
 
 /// Reads a diffusers `config.json` for a DiT.
 pub fn read_config(path: &Path) -> Result<DiTConfig, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
+    let text = safe_io::read_text_bounded(path, MAX_CONFIG_BYTES)
+        .map_err(|e| file_error(path, e.to_string()))?;
     parse_config(&text, &path.display().to_string())
 }
 
@@ -164,9 +208,10 @@ pub fn parse_config(json: &str, origin: &str) -> Result<DiTConfig, ModelError> {
     Ok(config)
 }
 
-/// Loads a DiT checkpoint (see [`locate`]) onto `device` in `dtype`.
+/// Loads a DiT checkpoint (see [`locate`]) onto `device` in `dtype`, within what the
+/// machine has available.
 pub fn load_dit(path: &Path, dtype: DType, device: &Device) -> Result<DiT, ModelError> {
-    load_located(&locate(path)?, dtype, device)
+    load_located(&locate(path)?, dtype, device, LoadLimits::machine())
 }
 
 /// Loads a DiT checkpoint and the scheduler config of its pipeline (DiT's default when it has
@@ -181,31 +226,165 @@ pub fn load_checkpoint(
         Some(p) => SchedulerConfig::read(p)?,
         None => SchedulerConfig::default(),
     };
-    Ok((load_located(&files, dtype, device)?, scheduler))
+    let dit = load_located(&files, dtype, device, LoadLimits::machine())?;
+    Ok((dit, scheduler))
 }
 
-fn load_located(files: &CheckpointFiles, dtype: DType, device: &Device) -> Result<DiT, ModelError> {
+/// Refuses a config whose step would need more memory than allowed. On the CPU the whole
+/// estimate counts; on a GPU its own allocator reports exhaustion as an error, so only the
+/// weights staged in host memory are counted, by the weight readers.
+pub fn check_memory(
+    config: &DiTConfig,
+    dtype: DType,
+    device: &Device,
+    limits: LoadLimits,
+    origin: &str,
+) -> Result<(), ModelError> {
+    if !device.is_cpu() {
+        return Ok(());
+    }
+    let need = config
+        .memory_estimate(2, dtype.size_in_bytes())
+        .ok_or_else(|| ModelError::File {
+            path: origin.to_string(),
+            message: "the model's sizes overflow".into(),
+        })?;
+    if need > limits.memory_bytes {
+        return Err(ModelError::File {
+            path: origin.to_string(),
+            message: format!(
+                "this model needs about {} to run a step ({} weights, sample_size {}, {} layers of width {}), but {} is available",
+                show_bytes(need),
+                config.weight_count().unwrap_or(0),
+                config.sample_size,
+                config.num_layers,
+                config.hidden_size(),
+                show_bytes(limits.memory_bytes)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a safetensors file's tensors before any is read: floating point only, and their
+/// size in `dtype` within the limit.
+fn check_safetensors<'a>(
+    tensors: impl IntoIterator<Item = (String, TensorView<'a>)>,
+    dtype: DType,
+    limits: LoadLimits,
+) -> Result<(), String> {
+    let mut total: u64 = 0;
+    for (name, view) in tensors {
+        let stored = DType::try_from(view.dtype()).map_err(|_| {
+            format!(
+                "tensor {name} is stored as {:?}, which is not read",
+                view.dtype()
+            )
+        })?;
+        if !stored.is_float() {
+            return Err(format!(
+                "tensor {name} is stored as {stored:?} where model weights must be floating point"
+            ));
+        }
+        let bytes = view
+            .shape()
+            .iter()
+            .try_fold(dtype.size_in_bytes() as u64, |n, &d| {
+                n.checked_mul(d as u64)
+            })
+            .ok_or_else(|| format!("tensor {name}: shape {:?} overflows", view.shape()))?;
+        total = total.saturating_add(bytes);
+    }
+    if total > limits.memory_bytes {
+        return Err(format!(
+            "the weights take {} in {dtype:?}, but {} is available",
+            show_bytes(total),
+            show_bytes(limits.memory_bytes)
+        ));
+    }
+    Ok(())
+}
+
+fn load_located(
+    files: &CheckpointFiles,
+    dtype: DType,
+    device: &Device,
+    limits: LoadLimits,
+) -> Result<DiT, ModelError> {
     let config = read_config(&files.config)?;
+    check_memory(
+        &config,
+        dtype,
+        device,
+        limits,
+        &files.config.display().to_string(),
+    )?;
     let (vb, shown) = match &files.weights {
         Weights::Safetensors(paths) => {
             for p in paths {
-                if !p.is_file() {
-                    return Err(file_error(p, "shard named in the index is missing"));
-                }
+                // A missing shard, a FIFO or a device is refused here, naming it.
+                safe_io::open_regular(p).map_err(|e| {
+                    file_error(p, format!("{e} (a weights file named by the checkpoint)"))
+                })?;
             }
             // SAFETY: the files are memory-mapped read-only; like every mmap-based loader we
             // rely on nobody truncating them while the model is alive.
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(paths, dtype, device) }
+            let mapped = unsafe { MmapedSafetensors::multi(paths) }
                 .map_err(|e| file_error(&paths[0], e.to_string()))?;
+            check_safetensors(mapped.tensors(), dtype, limits)
+                .map_err(|e| file_error(&paths[0], e))?;
+            let vb = VarBuilder::from_backend(Box::new(mapped), dtype, device.clone());
             (vb, paths[0].clone())
         }
         Weights::Pytorch(p) => {
-            let vb =
-                VarBuilder::from_pth(p, dtype, device).map_err(|e| file_error(p, e.to_string()))?;
+            let file = safe_io::open_regular(p).map_err(|e| file_error(p, e.to_string()))?;
+            let len = file
+                .metadata()
+                .map_err(|e| file_error(p, e.to_string()))?
+                .len();
+            let tensors =
+                pytorch::read_pth(std::io::BufReader::new(file), len, limits.memory_bytes)
+                    .map_err(|e| file_error(p, e))?;
+            let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), dtype, device);
             (vb, p.clone())
         }
     };
     DiT::new(&config, vb).map_err(|e| file_error(&shown, e.to_string()))
+}
+
+/// Loads a DiT onto the CPU in f32 from a `config.json`'s text and weights in memory, with
+/// every check a file load makes: what the fuzzers drive, and a way to load without files.
+pub fn load_checkpoint_bytes(
+    config_json: &str,
+    weights: &[u8],
+    format: WeightsFormat,
+    limits: LoadLimits,
+) -> Result<DiT, ModelError> {
+    let origin = "weights";
+    let bad = |message: String| ModelError::File {
+        path: origin.to_string(),
+        message,
+    };
+    let config = parse_config(config_json, "config.json")?;
+    let (dtype, device) = (DType::F32, Device::Cpu);
+    check_memory(&config, dtype, &device, limits, "config.json")?;
+    let vb = match format {
+        WeightsFormat::Safetensors => {
+            let slice = SliceSafetensors::new(weights).map_err(|e| bad(e.to_string()))?;
+            check_safetensors(slice.tensors(), dtype, limits).map_err(bad)?;
+            VarBuilder::from_backend(Box::new(slice), dtype, device)
+        }
+        WeightsFormat::Pytorch => {
+            let tensors = pytorch::read_pth(
+                std::io::Cursor::new(weights),
+                weights.len() as u64,
+                limits.memory_bytes,
+            )
+            .map_err(bad)?;
+            VarBuilder::from_tensors(tensors.into_iter().collect(), dtype, &device)
+        }
+    };
+    DiT::new(&config, vb).map_err(|e| bad(e.to_string()))
 }
 
 /// Builds a DiT from in-memory tensors (diffusers names).

@@ -3,6 +3,7 @@
 pub mod builtin;
 pub mod dit;
 pub mod loading;
+pub mod pytorch;
 
 use crate::sampling::schedulers::{SchedulerConfig, SchedulerConfigError};
 use candle_core::{DType, Device};

@@ -7,7 +7,6 @@
 //! allocated.
 
 use candle_core::{DType, Device, Tensor};
-use std::io::Read;
 use std::path::Path;
 
 /// The largest latent file read (a 16-channel 256×256 f32 latent is 4 MiB).
@@ -113,25 +112,8 @@ pub fn read_latent(path: &Path) -> Result<Latent, LatentFileError> {
 
 /// The whole file, refusing what is not a regular file or is larger than the cap.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, LatentFileError> {
-    let meta = std::fs::metadata(path).map_err(|e| error(path, e.to_string()))?;
-    if !meta.is_file() {
-        return Err(error(path, "not a regular file"));
-    }
-    if meta.len() > MAX_LATENT_FILE_BYTES {
-        return Err(error(
-            path,
-            format!(
-                "{} bytes is more than a starting latent may have ({} MiB)",
-                meta.len(),
-                MAX_LATENT_FILE_BYTES >> 20
-            ),
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_LATENT_FILE_BYTES).read_to_end(&mut bytes))
-        .map_err(|e| error(path, e.to_string()))?;
-    Ok(bytes)
+    crate::safe_io::read_bounded(path, MAX_LATENT_FILE_BYTES)
+        .map_err(|e| error(path, e.to_string()))
 }
 
 /// Element count of `shape` times `item` bytes, or an error when it overflows.

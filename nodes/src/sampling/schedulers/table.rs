@@ -26,6 +26,9 @@ pub struct TrainSchedule {
     pub rescale_betas_zero_snr: bool,
 }
 
+/// The most training steps a schedule may declare (diffusers' models use 1000).
+pub const MAX_TRAIN_STEPS: usize = 1_000_000;
+
 impl TrainSchedule {
     /// `num_train_timesteps`, `beta_start`, `beta_end`, `beta_schedule`, `trained_betas`,
     /// `rescale_betas_zero_snr`, with diffusers' defaults.
@@ -33,6 +36,14 @@ impl TrainSchedule {
         let train_steps = c.usize_or("num_train_timesteps", 1000)?;
         if train_steps < 2 {
             return Err(c.field_error("num_train_timesteps", "at least 2 are needed"));
+        }
+        // The tables hold a few f64 per training step: a bound keeps a typo (or a hostile
+        // file) from asking for gigabytes. Released models use 1000.
+        if train_steps > MAX_TRAIN_STEPS {
+            return Err(c.field_error(
+                "num_train_timesteps",
+                format!("at most {MAX_TRAIN_STEPS} are supported"),
+            ));
         }
         let beta_start = c.f64_or("beta_start", 1e-4)?;
         let beta_end = c.f64_or("beta_end", 0.02)?;
