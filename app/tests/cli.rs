@@ -453,3 +453,59 @@ fn stats_json_replaces_a_planted_symlink_instead_of_writing_through_it() {
         .expect("stats")
         .contains("Sampler"));
 }
+
+#[test]
+fn a_compare_workflow_prints_the_table_and_writes_it_as_csv_json_and_a_grid() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        tmp.path().join("cmp.ron"),
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel", params: {"model": "random-tiny"}),
+            (id: 2, kind: "CacheDitAdvancedConfig", params: {"strategy": "fixed", "warmup": 1}),
+            (id: 3, kind: "CacheDitAdvancedConfig", params: {"strategy": "adaptive", "warmup": 1}),
+            (id: 4, kind: "Compare", params: {"seeds": "1, 2", "classes": "0", "steps": 4}),
+            (id: 5, kind: "SaveImage", params: {"filename_prefix": "grid"}),
+        ], links: [
+            (from: (node: 1, port: "model"), to: (node: 4, port: "model")),
+            (from: (node: 2, port: "cache"), to: (node: 4, port: "cache_1")),
+            (from: (node: 3, port: "cache"), to: (node: 4, port: "cache_2")),
+            (from: (node: 4, port: "grid"), to: (node: 5, port: "image")),
+        ])"#,
+    )
+    .expect("write");
+    let o = cachedit(&["run", "cmp.ron", "--out", "o"], tmp.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(stdout.contains("Compare #4:"), "{stdout}");
+    for row in [
+        "reference  NoCache",
+        "1          Fixed_",
+        "2          DBCache_",
+    ] {
+        assert!(stdout.contains(row), "{row:?} not in {stdout}");
+    }
+    let csv = std::fs::read_to_string(tmp.path().join("o/compare_4.csv")).expect("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "header + reference + 2 configs: {csv}");
+    assert!(lines[0].starts_with("cell,signature,runs,wall_ms"));
+    // Two samples, one round: each row timed two runs.
+    assert!(lines[1].starts_with("reference,NoCache,2,"), "{}", lines[1]);
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("o/compare_4.json")).expect("json"),
+    )
+    .expect("json parses");
+    let stats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("o/stats.json")).expect("stats"),
+    )
+    .expect("stats parses");
+    let node = stats["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["kind"] == "Compare")
+        .expect("the Compare node is in stats.json");
+    assert_eq!(node["comparison"], json, "stats.json holds the same table");
+    assert_eq!(json[2]["hit_rate"].as_f64().map(|h| h >= 0.0), Some(true));
+    let grid = tmp.path().join("o/grid_00001.png");
+    assert!(grid.is_file(), "{stdout}");
+}

@@ -11,8 +11,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The most inputs the corpus keeps.
+/// The most inputs the corpus keeps, and the most bytes: the corpus lives under the worker's
+/// memory cap, so it must not crowd out the inputs it runs.
 const MAX_CORPUS: usize = 2000;
+const MAX_CORPUS_BYTES: usize = 64 << 20;
+
+/// The most distinct outcomes remembered (labels are short; this bounds their memory too).
+const MAX_OUTCOMES: usize = 100_000;
 
 /// The most panicking inputs one worker saves (one per distinct message).
 const MAX_SAVED_CRASHES: usize = 20;
@@ -126,6 +131,7 @@ pub fn fuzz(
         }
     }
     let mut signatures: BTreeSet<String> = BTreeSet::new();
+    let mut corpus_bytes: usize = corpus.iter().map(Vec::len).sum();
     let mut note = File::create(current)?;
     let mut report = Report::default();
     let started = Instant::now();
@@ -147,7 +153,12 @@ pub fn fuzz(
         }
         match outcome {
             Ok(label) => {
-                if outcomes.insert(label) && corpus.len() < MAX_CORPUS {
+                let novel = outcomes.len() < MAX_OUTCOMES && outcomes.insert(label);
+                if novel
+                    && corpus.len() < MAX_CORPUS
+                    && corpus_bytes + input.len() <= MAX_CORPUS_BYTES
+                {
+                    corpus_bytes += input.len();
                     corpus.push(input);
                 }
             }

@@ -2,6 +2,7 @@
 //! schedulers and the step cache. Everything here runs without a window.
 
 pub mod cache;
+pub mod compare;
 pub mod dataset;
 pub mod device;
 pub mod eval;

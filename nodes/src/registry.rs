@@ -17,6 +17,8 @@ pub enum PortType {
     CacheConfig,
     Image,
     RunStats,
+    /// Step-cache configs compared side by side (the Compare node's result).
+    Comparison,
 }
 
 impl PortType {
@@ -26,6 +28,7 @@ impl PortType {
             PortType::CacheConfig => "CACHE_CONFIG",
             PortType::Image => "IMAGE",
             PortType::RunStats => "RUN_STATS",
+            PortType::Comparison => "COMPARISON",
         }
     }
 }
@@ -436,6 +439,7 @@ impl Registry {
         registry.register(crate::kinds::save_image::SaveImage);
         registry.register(crate::kinds::cache_config::CacheDitConfig);
         registry.register(crate::kinds::detailed_stats::DetailedStats);
+        registry.register(crate::kinds::compare::Compare);
         registry
     }
 

@@ -151,7 +151,13 @@ fn every_example_workflow_runs_and_its_png_restores_it() {
         assert_eq!(written.len(), savers, "{path:?}: one PNG per Save Image");
         for png in written {
             let img = read_png(&png).expect("png decodes");
-            assert_eq!((img.width, img.height), (16, 16));
+            if wf.nodes.iter().any(|n| n.kind == "Compare") {
+                // A comparison grid: 16 px cells, 2 px apart.
+                assert_eq!((img.width - 16) % 18, 0, "{png:?}: {}", img.width);
+                assert_eq!((img.height - 16) % 18, 0, "{png:?}: {}", img.height);
+            } else {
+                assert_eq!((img.width, img.height), (16, 16));
+            }
             let text = workflow_text_from_png(&png).expect("workflow embedded");
             let restored = parse_workflow(&text, "png").expect("embedded workflow parses");
             assert_eq!(

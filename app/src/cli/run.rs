@@ -41,7 +41,12 @@ pub fn load_any(path: &Path, from_png: bool) -> Result<Workflow> {
 fn check(wf: &Workflow, registry: &Registry, path: &Path, output_dir: Option<&Path>) -> Result<()> {
     let checked = validate(wf, registry).and_then(|()| preflight(wf, registry, output_dir));
     if let Err(errors) = checked {
-        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        // A machine-made workflow can have thousands of problems: the first ones, counted.
+        const SHOWN: usize = 20;
+        let mut lines: Vec<String> = errors.iter().take(SHOWN).map(|e| e.to_string()).collect();
+        if errors.len() > SHOWN {
+            lines.push(format!("… and {} more problems", errors.len() - SHOWN));
+        }
         bail!("{}: {}", path.display(), lines.join("; "));
     }
     Ok(())
@@ -154,6 +159,43 @@ pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
                 if let Some(bar) = per_sampler.get(node) {
                     bar.finish_with_message(format!("done in {:.2} s", ms / 1e3));
                 }
+            }
+            Event::CompareProgress { node, progress, .. } => {
+                let total = (progress.runs_total * progress.steps) as u64;
+                let bar = per_sampler
+                    .entry(*node)
+                    .or_insert_with(|| sampler_bar(&bars, &wf, *node, total));
+                bar.set_length(total);
+                bar.set_position((progress.runs_done * progress.steps + progress.step) as u64);
+                let who = match progress.subject {
+                    cachedit_nodes::compare::Subject::Reference => "reference".to_string(),
+                    cachedit_nodes::compare::Subject::Cell(i) => format!("config {}", i + 1),
+                };
+                bar.set_message(format!(
+                    "sample {} round {} {who}",
+                    progress.sample + 1,
+                    progress.round + 1
+                ));
+            }
+            Event::Comparison {
+                node,
+                comparison,
+                finished: true,
+                ..
+            } => {
+                let rows = cachedit_nodes::compare::table::rows(comparison);
+                let table = cachedit_nodes::compare::table::text(&rows);
+                let name = format!("compare_{}", node.0);
+                for (ext, text) in [
+                    ("csv", cachedit_nodes::compare::table::csv(&rows)),
+                    ("json", serde_json::to_string_pretty(&rows)?),
+                ] {
+                    let file = out.join(format!("{name}.{ext}"));
+                    write_atomic(&file, text.as_bytes())
+                        .with_context(|| format!("writing {}", file.display()))?;
+                    bars.suspend(|| println!("wrote {}", file.display()));
+                }
+                bars.suspend(|| println!("{}:\n{table}", wf.describe(*node)));
             }
             Event::FileWritten { path, .. } => {
                 bars.suspend(|| println!("wrote {}", path.display()));

@@ -30,6 +30,10 @@ pub struct NodeReport {
     /// A sampler's statistics: every transformer call and the step-cache summary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<SamplerStats>,
+    /// A Compare node's table: one row per config, the reference first (PSNR of identical
+    /// images, infinite, is written as null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Vec<cachedit_nodes::compare::table::Row>>,
     /// What a Detailed Stats node showed (the text the CLI printed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
@@ -113,7 +117,15 @@ impl RunReport {
                     }
                     .into();
                 }
-                Event::NodeStarted { .. } | Event::Measure { .. } => {}
+                Event::Comparison {
+                    node, comparison, ..
+                } => {
+                    Self::node(&mut by_id, wf, *node).comparison =
+                        Some(cachedit_nodes::compare::table::rows(comparison));
+                }
+                Event::NodeStarted { .. }
+                | Event::Measure { .. }
+                | Event::CompareProgress { .. } => {}
             }
         }
         for id in order {

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 pub const SAMPLER: &str = "Sampler";
 pub const DETAILED_STATS: &str = "DetailedStats";
 pub const CACHE_CONFIG: &str = "CacheDitAdvancedConfig";
+pub const COMPARE: &str = "Compare";
 
 /// What a node body may look at.
 pub struct BodyContext<'a> {
@@ -219,6 +220,7 @@ pub fn node_body(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId) -> Vec<ParamCha
                 let plot_id = ui.id().with(("stats", id.0));
                 stats_view::show(ui, bcx.theme, &input, plot_id);
             }
+            COMPARE => compare_body(ui, bcx, id),
             _ => {}
         }
         if let Some(tex) = bcx.images.get(&id) {
@@ -228,4 +230,38 @@ pub fn node_body(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId) -> Vec<ParamCha
         }
     });
     changes
+}
+
+/// A Compare node's progress and its table (the reference first, then each config).
+fn compare_body(ui: &mut egui::Ui, bcx: &BodyContext, id: NodeId) {
+    if let Some(p) = bcx.runner.compare_progress.get(&id) {
+        let done = p.runs_done * p.steps + p.step;
+        let total = (p.runs_total * p.steps).max(1);
+        let who = match p.subject {
+            cachedit_nodes::compare::Subject::Reference => "reference".to_string(),
+            cachedit_nodes::compare::Subject::Cell(i) => format!("config {}", i + 1),
+        };
+        ui.add(
+            egui::ProgressBar::new(done as f32 / total as f32).text(format!(
+                "sample {} · round {} · {who} · step {}/{}",
+                p.sample + 1,
+                p.round + 1,
+                p.step,
+                p.steps
+            )),
+        );
+    }
+    match bcx.runner.comparisons.get(&id) {
+        Some(c) => {
+            let rows = cachedit_nodes::compare::table::rows(c);
+            let mut text = cachedit_nodes::compare::table::text(&rows);
+            if bcx.runner.stale.contains(&id) {
+                text.push_str("\n(from the previous run)");
+            }
+            ui.label(egui::RichText::new(text).monospace().small());
+        }
+        None => {
+            ui.weak("run to compare: the reference and each linked config");
+        }
+    }
 }

@@ -56,6 +56,10 @@ pub struct Runner {
     pub stale: HashSet<NodeId>,
     /// Where a Sampler timing a baseline stands in its interleaved rounds, in the latest run.
     pub measure: HashMap<NodeId, MeasureProgress>,
+    /// The latest comparison per Compare node (filled in as its samples finish).
+    pub comparisons: HashMap<NodeId, Arc<cachedit_nodes::compare::Comparison>>,
+    /// Where a running Compare node stands.
+    pub compare_progress: HashMap<NodeId, cachedit_nodes::compare::CompareProgress>,
     /// The latest step preview per sampler node.
     pub previews: HashMap<NodeId, Arc<RgbImage>>,
     /// Files written per node in the latest run.
@@ -82,6 +86,8 @@ impl Runner {
             stats: HashMap::new(),
             stale: HashSet::new(),
             measure: HashMap::new(),
+            comparisons: HashMap::new(),
+            compare_progress: HashMap::new(),
             previews: HashMap::new(),
             files: HashMap::new(),
             outcome: None,
@@ -104,7 +110,9 @@ impl Runner {
         self.status.clear();
         self.live.clear();
         self.measure.clear();
+        self.compare_progress.clear();
         self.stale = self.stats.keys().copied().collect();
+        self.stale.extend(self.comparisons.keys().copied());
         self.files.clear();
         self.outcome = None;
         self.last_run = Some(wf.clone());
@@ -171,6 +179,25 @@ impl Runner {
             Event::Stats { node, stats, .. } => {
                 self.stale.remove(&node);
                 self.stats.insert(node, stats);
+            }
+            Event::CompareProgress { node, progress, .. } => {
+                self.compare_progress.insert(node, progress);
+            }
+            Event::Comparison {
+                node,
+                comparison,
+                finished,
+                ..
+            } => {
+                self.stale.remove(&node);
+                if finished {
+                    self.compare_progress.remove(&node);
+                }
+                // The grid shows on the node as its samples finish.
+                if let Ok(grid) = cachedit_nodes::kinds::compare::grid_image(&comparison) {
+                    self.previews.insert(node, Arc::new(grid));
+                }
+                self.comparisons.insert(node, comparison);
             }
             Event::FileWritten { node, path, .. } => {
                 self.files.insert(node, path);

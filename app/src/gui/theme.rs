@@ -158,7 +158,8 @@ impl Theme {
             PortType::Model => self.pins.model,
             PortType::CacheConfig => self.pins.cache_config,
             PortType::Image => self.pins.image,
-            PortType::RunStats => self.pins.run_stats,
+            // A comparison is statistics too: it shares their colour.
+            PortType::RunStats | PortType::Comparison => self.pins.run_stats,
         }
         .color()
     }

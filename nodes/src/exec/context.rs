@@ -50,6 +50,23 @@ impl NodeContext<'_> {
         });
     }
 
+    pub fn compare_progress(&self, progress: crate::compare::CompareProgress) {
+        self.emit(Event::CompareProgress {
+            run_id: self.run_id,
+            node: self.node,
+            progress,
+        });
+    }
+
+    pub fn comparison(&self, comparison: Arc<crate::compare::Comparison>, finished: bool) {
+        self.emit(Event::Comparison {
+            run_id: self.run_id,
+            node: self.node,
+            comparison,
+            finished,
+        });
+    }
+
     pub fn file_written(&self, path: &Path) {
         self.emit(Event::FileWritten {
             run_id: self.run_id,

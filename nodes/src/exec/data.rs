@@ -1,6 +1,7 @@
 //! Data flowing along links between nodes. Cheap to clone (shared), so node reuse can keep it.
 
 use crate::cache::StepCacheConfig;
+use crate::compare::Comparison;
 use crate::image::RgbImage;
 use crate::models::LoadedModel;
 use crate::registry::{NodeError, PortType};
@@ -13,6 +14,7 @@ pub enum Data {
     CacheConfig(Arc<StepCacheConfig>),
     Image(Arc<RgbImage>),
     RunStats(Arc<SamplerStats>),
+    Comparison(Arc<Comparison>),
 }
 
 impl std::fmt::Debug for Data {
@@ -22,6 +24,7 @@ impl std::fmt::Debug for Data {
             Data::CacheConfig(c) => write!(f, "CacheConfig({c:?})"),
             Data::Image(i) => write!(f, "Image({}x{})", i.width, i.height),
             Data::RunStats(s) => write!(f, "RunStats({} steps)", s.steps.len()),
+            Data::Comparison(c) => write!(f, "Comparison({} cells)", c.cells.len()),
         }
     }
 }
@@ -33,6 +36,7 @@ impl Data {
             Data::CacheConfig(_) => PortType::CacheConfig,
             Data::Image(_) => PortType::Image,
             Data::RunStats(_) => PortType::RunStats,
+            Data::Comparison(_) => PortType::Comparison,
         }
     }
 
@@ -62,6 +66,13 @@ impl Data {
         match self {
             Data::RunStats(s) => Ok(s),
             other => Err(other.mismatch(port, PortType::RunStats)),
+        }
+    }
+
+    pub fn as_comparison(&self, port: &str) -> Result<&Arc<Comparison>, NodeError> {
+        match self {
+            Data::Comparison(c) => Ok(c),
+            other => Err(other.mismatch(port, PortType::Comparison)),
         }
     }
 

@@ -115,6 +115,19 @@ pub enum Event {
         node: NodeId,
         stats: Arc<SamplerStats>,
     },
+    /// A Compare node: where its runs stand.
+    CompareProgress {
+        run_id: RunId,
+        node: NodeId,
+        progress: crate::compare::CompareProgress,
+    },
+    /// A Compare node's comparison so far (after each finished sample; `finished` on the last).
+    Comparison {
+        run_id: RunId,
+        node: NodeId,
+        comparison: Arc<crate::compare::Comparison>,
+        finished: bool,
+    },
     /// A node wrote a file (e.g. Save Image).
     FileWritten {
         run_id: RunId,
@@ -143,6 +156,8 @@ impl Event {
             | Event::Step { run_id, .. }
             | Event::Measure { run_id, .. }
             | Event::Stats { run_id, .. }
+            | Event::Comparison { run_id, .. }
+            | Event::CompareProgress { run_id, .. }
             | Event::FileWritten { run_id, .. }
             | Event::NodeError { run_id, .. }
             | Event::RunFinished { run_id, .. } => *run_id,

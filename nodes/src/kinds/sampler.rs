@@ -67,27 +67,10 @@ impl NodeKind for Sampler {
                      ([C, H, W] or [1, C, H, W], unscaled, as torch's randn drew it) instead \
                      of the seed, to reproduce a PyTorch run exactly",
                 ),
-                ParamSpec::int("steps", 25, 1, 1000, "denoising steps"),
-                ParamSpec::float(
-                    "guidance",
-                    4.0,
-                    1.0,
-                    30.0,
-                    "classifier-free guidance scale; 1 = off",
-                ),
-                ParamSpec::choice(
-                    "scheduler",
-                    "dpm++2m",
-                    SchedulerKind::NAMES,
-                    "dpm++2m (DPM-Solver++ 2M), ddim or euler, as in diffusers",
-                ),
-                ParamSpec::choice(
-                    "cfg_mode",
-                    CfgMode::Batched.name(),
-                    CfgMode::NAMES,
-                    "batched: conditional + null class in one call (DiTPipeline); separate: \
-                     two calls per step, each with its own step-cache state",
-                ),
+            ]
+            .into_iter()
+            .chain(loop_params())
+            .chain([
                 ParamSpec::boolean(
                     "baseline",
                     false,
@@ -103,7 +86,8 @@ impl NodeKind for Sampler {
                     "with `baseline`: interleaved rounds of one uncached and one cached run; \
                      the speedup is the ratio of the medians, with the range of the rounds",
                 ),
-            ],
+            ])
+            .collect(),
         }
     }
 
@@ -118,17 +102,7 @@ impl NodeKind for Sampler {
             Some(c) => Some(c.as_cache_config("cache")?.clone()),
             None => None,
         };
-        let scheduler_name = params.text("scheduler")?;
-        let scheduler = SchedulerKind::parse(scheduler_name).ok_or_else(|| {
-            NodeError::Param(
-                "scheduler".into(),
-                format!("unknown scheduler {scheduler_name:?}"),
-            )
-        })?;
-        let cfg_name = params.text("cfg_mode")?;
-        let cfg_mode = CfgMode::parse(cfg_name).ok_or_else(|| {
-            NodeError::Param("cfg_mode".into(), format!("unknown mode {cfg_name:?}"))
-        })?;
+        let (scheduler, cfg_mode) = scheduler_and_cfg(params)?;
         let mut settings = SampleSettings {
             class_labels: vec![params.int("class_label")? as u32],
             seed: params.int("seed")? as u64,
@@ -294,6 +268,48 @@ fn starting_latent(
     latent
         .to_tensor(device)
         .map_err(|e| bad(format!("{path}: {}", e.message)))
+}
+
+/// The params a Sampler and a Compare share: steps, guidance, scheduler, guidance mode.
+pub(crate) fn loop_params() -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::int("steps", 25, 1, 1000, "denoising steps"),
+        ParamSpec::float(
+            "guidance",
+            4.0,
+            1.0,
+            30.0,
+            "classifier-free guidance scale; 1 = off",
+        ),
+        ParamSpec::choice(
+            "scheduler",
+            "dpm++2m",
+            SchedulerKind::NAMES,
+            "dpm++2m (DPM-Solver++ 2M), ddim or euler, as in diffusers",
+        ),
+        ParamSpec::choice(
+            "cfg_mode",
+            CfgMode::Batched.name(),
+            CfgMode::NAMES,
+            "batched: conditional + null class in one call (DiTPipeline); separate: \
+             two calls per step, each with its own step-cache state",
+        ),
+    ]
+}
+
+/// The scheduler and guidance mode `params` choose; an unknown name names its param.
+pub(crate) fn scheduler_and_cfg(params: &Params) -> Result<(SchedulerKind, CfgMode), NodeError> {
+    let scheduler_name = params.text("scheduler")?;
+    let scheduler = SchedulerKind::parse(scheduler_name).ok_or_else(|| {
+        NodeError::Param(
+            "scheduler".into(),
+            format!("unknown scheduler {scheduler_name:?}"),
+        )
+    })?;
+    let cfg_name = params.text("cfg_mode")?;
+    let cfg_mode = CfgMode::parse(cfg_name)
+        .ok_or_else(|| NodeError::Param("cfg_mode".into(), format!("unknown mode {cfg_name:?}")))?;
+    Ok((scheduler, cfg_mode))
 }
 
 fn flow(ctx: &NodeContext) -> Flow {

@@ -14,6 +14,9 @@ use std::rc::Rc;
 /// The largest `data.pkl` read (a state dict's pickle is a few hundred bytes per tensor).
 pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
+/// How many times over the tensors may view their storages' bytes (tied weights share one).
+pub const MAX_VIEW_FANOUT: u64 = 4;
+
 /// One tensor as the pickle declares it: a view into a storage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorDecl {
@@ -142,6 +145,17 @@ pub fn read_pth<R: Read + Seek>(
             ));
         }
         storage_bytes = storage_bytes.saturating_add(want);
+    }
+    // Views may share a storage (tied weights), but a small file must not fan one storage
+    // out into gigabytes of copies.
+    if total
+        > storage_bytes
+            .saturating_mul(MAX_VIEW_FANOUT)
+            .saturating_add(1 << 16)
+    {
+        return Err(format!(
+            "the tensors take {total} bytes but their storages only {storage_bytes}: more than {MAX_VIEW_FANOUT} views of the same data"
+        ));
     }
     let need = total.saturating_add(storage_bytes);
     if need > max_bytes {
@@ -783,6 +797,19 @@ mod tests {
         p
     }
 
+    fn storage_pid_key(class: &str, key: &str, numel: u16) -> Vec<u8> {
+        let mut p = b"(X\x07\x00\x00\x00storagectorch\n".to_vec();
+        p.extend_from_slice(class.as_bytes());
+        p.push(b'\n');
+        p.push(b'X');
+        p.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        p.extend_from_slice(key.as_bytes());
+        p.extend_from_slice(b"X\x03\x00\x00\x00cpuM");
+        p.extend_from_slice(&numel.to_le_bytes());
+        p.extend_from_slice(b"tQ");
+        p
+    }
+
     fn storage_pid(class: &str, numel: u8) -> Vec<u8> {
         let mut p = b"(X\x07\x00\x00\x00storagectorch\n".to_vec();
         p.extend_from_slice(class.as_bytes());
@@ -843,6 +870,41 @@ mod tests {
         let decls = parse_state_dict(&pickle_with_rebuild(&args)).unwrap();
         assert_eq!(decls[0].end(), Some(6));
         assert!(decls[0].end().unwrap() > decls[0].storage_len);
+    }
+
+    #[test]
+    fn one_storage_fanned_out_into_many_views_is_refused() {
+        // Ten tensors each viewing the whole of storage 2 (8192 floats) of the fixture.
+        let bytes = std::fs::read(FIXTURE).unwrap();
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        let mut pickle = vec![0x80, 2, b'}', b'('];
+        for i in 0..10u8 {
+            pickle.extend_from_slice(&[b'X', 1, 0, 0, 0, b'a' + i]);
+            pickle.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+            pickle.extend_from_slice(&storage_pid_key("FloatStorage", "2", 8192));
+            pickle.extend_from_slice(b"K\x00(M\x00\x20t(K\x01t\x89tR");
+        }
+        pickle.extend_from_slice(b"u.");
+        for i in 0..archive.len() {
+            let mut entry = archive.by_index(i).unwrap();
+            let name = entry.name().unwrap().to_string();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            out.start_file(&name, options).unwrap();
+            let body = if name.ends_with("data.pkl") {
+                &pickle
+            } else {
+                &data
+            };
+            std::io::Write::write_all(&mut out, body).unwrap();
+        }
+        let zipped = out.finish().unwrap().into_inner();
+        let len = zipped.len() as u64;
+        let err = read_pth(std::io::Cursor::new(zipped), len, 1 << 30).unwrap_err();
+        assert!(err.contains("views of the same data"), "{err}");
     }
 
     #[test]

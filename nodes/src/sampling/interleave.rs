@@ -42,7 +42,11 @@ fn candle(context: &'static str) -> impl FnOnce(candle_core::Error) -> SamplingE
 
 /// One uncached forward on a batch of the run's largest shape, so that no timed run pays the
 /// first-call costs (allocations, kernel loading) alone.
-fn warm_up(dit: &DiT, settings: &SampleSettings, noise: &Tensor) -> Result<(), SamplingError> {
+pub(crate) fn warm_up(
+    dit: &DiT,
+    settings: &SampleSettings,
+    noise: &Tensor,
+) -> Result<(), SamplingError> {
     let batch = 2 * settings.class_labels.len();
     let x = Tensor::cat(&[noise, noise], 0).map_err(candle("warm-up forward"))?;
     let t = Tensor::full(500f32, batch, noise.device()).map_err(candle("warm-up forward"))?;
@@ -56,9 +60,8 @@ fn warm_up(dit: &DiT, settings: &SampleSettings, noise: &Tensor) -> Result<(), S
 }
 
 /// The final sample's values, to tell two runs apart bit for bit.
-fn bits(result: &SampleResult) -> Result<Vec<u32>, SamplingError> {
-    let values = result
-        .sample
+pub(crate) fn bits(sample: &Tensor) -> Result<Vec<u32>, SamplingError> {
+    let values = sample
         .flatten_all()
         .and_then(|t| t.to_dtype(DType::F32))
         .and_then(|t| t.to_vec1::<f32>())
@@ -123,9 +126,9 @@ pub fn run_interleaved(
                 cpu_ms,
             });
             match &first[kind] {
-                Some((_, reference)) => repeatable &= *reference == bits(&result)?,
+                Some((_, reference)) => repeatable &= *reference == bits(&result.sample)?,
                 None => {
-                    let b = bits(&result)?;
+                    let b = bits(&result.sample)?;
                     first[kind] = Some((result, b));
                 }
             }

@@ -1,0 +1,207 @@
+//! The comparison runner on a real DiT (the built-in `random-tiny`): the uncached reference runs
+//! once per (seed, class) and round however many cells there are, every cell starts from the
+//! reference's noise, and each cell's numbers equal what a plain cached run of the same config
+//! reports.
+
+use cachedit_nodes::cache::{CacheSummary, StepCache, StepCacheConfig, Strategy};
+use cachedit_nodes::compare::{run_comparison, Cell, CompareProgress, CompareSpec, Subject};
+use cachedit_nodes::image::convert::image_from_tensor;
+use cachedit_nodes::metrics::psnr;
+use cachedit_nodes::models::builtin::load_model;
+use cachedit_nodes::models::dit::DiT;
+use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
+use cachedit_nodes::sampling::schedulers::{SchedulerConfig, SchedulerKind};
+use candle_core::Device;
+use std::sync::Arc;
+
+fn model() -> DiT {
+    load_model("random-tiny", "f32", "cpu")
+        .expect("built-in model")
+        .dit
+}
+
+fn settings() -> SampleSettings {
+    SampleSettings {
+        class_labels: vec![0],
+        seed: 0,
+        steps: 8,
+        guidance: 4.0,
+        cfg_mode: CfgMode::Batched,
+        scheduler: SchedulerKind::DpmSolverMultistep,
+        scheduler_config: SchedulerConfig::default(),
+        size: None,
+    }
+}
+
+fn adaptive() -> StepCacheConfig {
+    let mut c = StepCacheConfig::studio_default();
+    c.noise_scale = 0.0;
+    c.db.max_warmup_steps = 2;
+    c.db.fn_compute_blocks = 1;
+    // Far above random-tiny's diffs: every step past warmup may reuse, within the limits.
+    c.db.residual_diff_threshold = 10.0;
+    c
+}
+
+fn fixed() -> StepCacheConfig {
+    let mut c = adaptive();
+    c.strategy = Strategy::Fixed;
+    c.skip_interval = 2;
+    c
+}
+
+fn spec(cells: Vec<Cell>, rounds: usize) -> CompareSpec {
+    CompareSpec {
+        settings: settings(),
+        seeds: vec![5, 6],
+        classes: vec![1],
+        cells,
+        rounds,
+    }
+}
+
+fn cell(config: Option<StepCacheConfig>) -> Cell {
+    Cell {
+        config: config.map(Arc::new),
+    }
+}
+
+/// Runs the comparison, counting the runs started per subject.
+fn run(dit: &DiT, spec: &CompareSpec) -> (cachedit_nodes::compare::Comparison, Vec<Subject>) {
+    let mut started = Vec::new();
+    let mut on_progress = |p: &CompareProgress| {
+        if p.step == 1 {
+            started.push(p.subject);
+        }
+        Flow::Continue
+    };
+    let mut partial = 0;
+    let out = run_comparison(dit, spec, &mut on_progress, &mut |_| partial += 1)
+        .expect("comparison runs");
+    assert_eq!(
+        partial,
+        spec.samples().len(),
+        "one update per finished sample"
+    );
+    (out, started)
+}
+
+#[test]
+fn the_reference_runs_once_per_sample_and_round_however_many_cells() {
+    let dit = model();
+    for (cells, rounds) in [(1, 1), (4, 1), (2, 2)] {
+        let configs = [Some(adaptive()), Some(fixed()), None, Some(adaptive())];
+        let spec = spec(
+            configs.iter().take(cells).cloned().map(cell).collect(),
+            rounds,
+        );
+        let (out, started) = run(&dit, &spec);
+        let samples = spec.samples().len();
+        let references = started.iter().filter(|s| **s == Subject::Reference).count();
+        assert_eq!(
+            references,
+            samples * rounds,
+            "{cells} cells, {rounds} rounds"
+        );
+        assert_eq!(started.len(), samples * rounds * (cells + 1));
+        assert_eq!(out.reference.runs.len(), samples * rounds);
+        for c in &out.cells {
+            assert_eq!(c.runs.len(), samples * rounds);
+            assert_eq!(c.samples.len(), samples);
+            assert!(c.repeatable, "rounds reproduce their first image");
+        }
+    }
+}
+
+#[test]
+fn every_cell_starts_from_the_reference_noise_and_matches_a_plain_cached_run() {
+    let dit = model();
+    let spec = spec(
+        vec![cell(None), cell(Some(adaptive())), cell(Some(fixed()))],
+        1,
+    );
+    let (out, _) = run(&dit, &spec);
+    // An uncached cell is the reference bit for bit: the same noise, the same settings.
+    for (r, c) in out.reference.samples.iter().zip(&out.cells[0].samples) {
+        assert_eq!(r.image, c.image, "seed {} class {}", r.seed, r.class);
+        assert_eq!(c.psnr_db, Some(f64::INFINITY));
+    }
+    // Each cached cell equals a cached run of its own, sample by sample, in image, quality
+    // and call counts.
+    for (index, config) in [(1, adaptive()), (2, fixed())] {
+        let result = &out.cells[index];
+        let (mut calls, mut reused, mut blocks, mut uncached_blocks) = (0, 0, 0, 0);
+        for (sample, reference) in result.samples.iter().zip(&out.reference.samples) {
+            let s = SampleSettings {
+                seed: sample.seed,
+                class_labels: vec![sample.class],
+                ..settings()
+            };
+            let noise = initial_noise(&dit, &s, &Device::Cpu).expect("noise");
+            let mut hook = StepCache::new(Arc::new(config.clone()));
+            let mut records = Vec::new();
+            let done = denoise(&dit, &s, &noise, &mut hook, &mut |p| {
+                records.extend(p.calls.iter().cloned());
+                Flow::Continue
+            })
+            .expect("cached run");
+            let image = image_from_tensor(&done.sample).expect("image").remove(0);
+            assert_eq!(sample.image, image);
+            let p = psnr(&reference.image, &image).expect("psnr");
+            assert_eq!(sample.psnr_db, Some(p));
+            let summary = CacheSummary::from_records(&result.signature, &records, 0);
+            calls += summary.calls;
+            reused += summary.reused_calls;
+            blocks += summary.block_evaluations;
+            uncached_blocks += summary.block_evaluations_uncached;
+        }
+        assert_eq!(
+            (result.calls, result.reused_calls),
+            (calls, reused),
+            "cell {index}"
+        );
+        assert!(reused > 0, "cell {index} reuses something");
+        assert_eq!(
+            result.ideal_speedup(),
+            uncached_blocks as f64 / blocks as f64
+        );
+        assert_eq!(result.signature, config.signature());
+    }
+    // Speedups come from the interleaved wall times.
+    let (median, low, high) = out.speedup(1).expect("speedup");
+    assert!(low <= median && median <= high);
+}
+
+#[test]
+fn no_samples_is_an_error_naming_the_field() {
+    let dit = model();
+    let mut s = spec(vec![cell(Some(adaptive()))], 1);
+    s.seeds.clear();
+    let err = run_comparison(&dit, &s, &mut |_| Flow::Continue, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("seeds"), "{err}");
+}
+
+#[test]
+fn a_cancel_stops_the_comparison() {
+    let dit = model();
+    let s = spec(vec![cell(Some(adaptive()))], 1);
+    let mut steps = 0;
+    let err = run_comparison(
+        &dit,
+        &s,
+        &mut |_| {
+            steps += 1;
+            if steps > 12 {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, cachedit_nodes::sampling::SamplingError::Cancelled),
+        "{err}"
+    );
+}
