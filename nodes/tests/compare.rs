@@ -205,3 +205,33 @@ fn a_cancel_stops_the_comparison() {
         "{err}"
     );
 }
+
+#[test]
+fn class_kept_is_the_share_of_samples_labelled_like_their_reference() {
+    let dit = model();
+    let s = spec(vec![cell(None), cell(Some(fixed()))], 1);
+    let (mut out, _) = run(&dit, &s);
+    // A stand-in classifier: the label is the image's red mean, in 64 bands. The uncached
+    // cell is the reference bit for bit, so it keeps every class.
+    let classify = |images: &[cachedit_nodes::image::RgbImage]| -> Result<Vec<u32>, String> {
+        Ok(images
+            .iter()
+            .map(|img| {
+                let red: u64 = img.pixels.iter().step_by(3).map(|&v| u64::from(v)).sum();
+                (red / (img.pixels.len() as u64 / 3) / 4) as u32
+            })
+            .collect())
+    };
+    cachedit_nodes::compare::judge_class_kept(&mut out, &classify).expect("judged");
+    assert_eq!(out.cells[0].class_kept, Some(1.0));
+    let labels = |cell: &cachedit_nodes::compare::CellResult| {
+        let images: Vec<_> = cell.samples.iter().map(|x| x.image.clone()).collect();
+        classify(&images).expect("labels")
+    };
+    let (r, c) = (labels(&out.reference), labels(&out.cells[1]));
+    let kept = r.iter().zip(&c).filter(|(a, b)| a == b).count() as f64 / r.len() as f64;
+    assert_eq!(out.cells[1].class_kept, Some(kept));
+    let rows = cachedit_nodes::compare::table::rows(&out);
+    assert_eq!(rows[0].class_kept, None, "the reference row has none");
+    assert_eq!(rows[1].class_kept, Some(1.0));
+}

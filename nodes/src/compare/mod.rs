@@ -102,6 +102,9 @@ pub struct CellResult {
     pub block_evaluations_uncached: usize,
     /// Every later round gave the first round's image bit for bit.
     pub repeatable: bool,
+    /// The share of samples a classifier puts in the same class as the reference image of the
+    /// same sample (see [`judge_class_kept`]); `None` where no classifier fits the model.
+    pub class_kept: Option<f64>,
 }
 
 impl CellResult {
@@ -115,6 +118,7 @@ impl CellResult {
             block_evaluations: 0,
             block_evaluations_uncached: 0,
             repeatable: true,
+            class_kept: None,
         }
     }
 
@@ -172,6 +176,40 @@ impl Comparison {
             ratio(r.max, c.min),
         ))
     }
+}
+
+/// A classifier: one label per image, or why it could not label them.
+pub type Classify<'a> = dyn Fn(&[RgbImage]) -> Result<Vec<u32>, String> + 'a;
+
+/// Fills each cell's `class_kept`: `classify` labels images (the reference's and each cell's,
+/// sample by sample), and a cell keeps the class of a sample when its image gets the label the
+/// reference image of that sample got.
+pub fn judge_class_kept(comparison: &mut Comparison, classify: &Classify) -> Result<(), String> {
+    let images: Vec<RgbImage> = comparison
+        .reference
+        .samples
+        .iter()
+        .map(|s| s.image.clone())
+        .collect();
+    let reference = classify(&images)?;
+    for cell in &mut comparison.cells {
+        let images: Vec<RgbImage> = cell.samples.iter().map(|s| s.image.clone()).collect();
+        let labels = classify(&images)?;
+        if labels.len() != reference.len() {
+            return Err(format!(
+                "the classifier labelled {} of {} images",
+                labels.len(),
+                reference.len()
+            ));
+        }
+        let kept = labels
+            .iter()
+            .zip(&reference)
+            .filter(|(a, b)| a == b)
+            .count();
+        cell.class_kept = Some(kept as f64 / reference.len().max(1) as f64);
+    }
+    Ok(())
 }
 
 /// The order of round `round` over `n` runs (index 0 is the reference): rotated by one each

@@ -13,6 +13,8 @@ pub struct Row {
     pub signature: String,
     pub runs: usize,
     pub wall_ms: Option<Spread>,
+    /// The sum of this row's denoise loops: what its runs cost, for the overhead of comparing.
+    pub total_ms: f64,
     pub cpu_ms: Option<Spread>,
     /// Reference median ÷ this median, with the range of the extremes.
     pub speedup: Option<Spread>,
@@ -27,6 +29,9 @@ pub struct Row {
     /// Identical images are `inf`.
     pub psnr_db: Option<Spread>,
     pub ssim: Option<Spread>,
+    /// The share of samples the scene classifier puts in the reference's class (models it
+    /// was trained for only).
+    pub class_kept: Option<f64>,
     pub repeatable: bool,
 }
 
@@ -38,6 +43,7 @@ pub fn rows(c: &Comparison) -> Vec<Row> {
         signature: reference.signature.clone(),
         runs: reference.runs.len(),
         wall_ms: reference.wall_ms(),
+        total_ms: reference.runs.iter().map(|r| r.wall_ms).sum(),
         cpu_ms: reference.cpu_ms(),
         speedup: None,
         ideal_speedup: 1.0,
@@ -46,6 +52,7 @@ pub fn rows(c: &Comparison) -> Vec<Row> {
         hit_rate: 0.0,
         psnr_db: None,
         ssim: None,
+        class_kept: None,
         repeatable: reference.repeatable,
     }];
     for (i, cell) in c.cells.iter().enumerate() {
@@ -58,6 +65,7 @@ pub fn rows(c: &Comparison) -> Vec<Row> {
             signature: cell.signature.clone(),
             runs: cell.runs.len(),
             wall_ms: cell.wall_ms(),
+            total_ms: cell.runs.iter().map(|r| r.wall_ms).sum(),
             cpu_ms: cell.cpu_ms(),
             efficiency: speedup.map(|s| s.median / ideal.max(f64::MIN_POSITIVE)),
             verdict: speedup.map(|s| Verdict::of(s.median, s.min, ideal).name()),
@@ -66,6 +74,7 @@ pub fn rows(c: &Comparison) -> Vec<Row> {
             hit_rate: cell.hit_rate(),
             psnr_db: cell.psnr_db(),
             ssim: cell.ssim(),
+            class_kept: cell.class_kept,
             repeatable: cell.repeatable,
         });
     }
@@ -94,9 +103,10 @@ pub fn text(rows: &[Row]) -> String {
         "hit rate",
         "PSNR dB",
         "SSIM",
+        "class kept",
         "verdict",
     ];
-    let body: Vec<[String; 9]> = rows
+    let body: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             [
@@ -114,6 +124,8 @@ pub fn text(rows: &[Row]) -> String {
                 format!("{:.0}%", r.hit_rate * 100.0),
                 spread_text(r.psnr_db, 1),
                 spread_text(r.ssim, 3),
+                r.class_kept
+                    .map_or("–".into(), |k| format!("{:.0}%", k * 100.0)),
                 r.verdict.unwrap_or("").to_string(),
             ]
         })
@@ -145,7 +157,7 @@ pub fn text(rows: &[Row]) -> String {
 /// CSV with a header row; spreads as median, min, max columns; empty where not applicable.
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "cell,signature,runs,wall_ms,wall_ms_min,wall_ms_max,cpu_ms,speedup,speedup_min,speedup_max,ideal_speedup,efficiency,hit_rate,psnr_db,psnr_db_min,psnr_db_max,ssim,ssim_min,ssim_max,verdict,repeatable\n",
+        "cell,signature,runs,wall_ms,wall_ms_min,wall_ms_max,total_ms,cpu_ms,speedup,speedup_min,speedup_max,ideal_speedup,efficiency,hit_rate,psnr_db,psnr_db_min,psnr_db_max,ssim,ssim_min,ssim_max,class_kept,verdict,repeatable\n",
     );
     let three = |s: Option<Spread>| match s {
         Some(s) => format!("{},{},{}", s.median, s.min, s.max),
@@ -157,6 +169,7 @@ pub fn csv(rows: &[Row]) -> String {
             csv_field(&r.signature),
             r.runs.to_string(),
             three(r.wall_ms),
+            r.total_ms.to_string(),
             r.cpu_ms.map_or(String::new(), |s| s.median.to_string()),
             three(r.speedup),
             r.ideal_speedup.to_string(),
@@ -164,6 +177,7 @@ pub fn csv(rows: &[Row]) -> String {
             r.hit_rate.to_string(),
             three(r.psnr_db),
             three(r.ssim),
+            r.class_kept.map_or(String::new(), |k| k.to_string()),
             r.verdict.unwrap_or("").to_string(),
             r.repeatable.to_string(),
         ];

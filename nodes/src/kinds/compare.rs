@@ -3,7 +3,7 @@
 //! comparison (a table of time, speedup, hit rate and quality per config) and a grid image of
 //! every sample (rows) under the reference and each config (columns).
 
-use crate::compare::{run_comparison, Cell, CompareSpec, Comparison};
+use crate::compare::{judge_class_kept, run_comparison, Cell, CompareSpec, Comparison};
 use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
 use crate::image::RgbImage;
@@ -14,6 +14,7 @@ use crate::registry::{
 };
 use crate::sampling::denoise::{Flow, SampleSettings};
 use crate::sampling::SamplingError;
+use candle_core::Device;
 use std::sync::Arc;
 
 /// The config inputs, in column order.
@@ -158,6 +159,19 @@ impl NodeKind for Compare {
             Err(SamplingError::Cancelled) => return Err(NodeError::Cancelled),
             other => other?,
         };
+        let mut comparison = comparison;
+        if model.name == crate::models::builtin::DEFAULT_MODEL {
+            // The scene classifier was trained on the images scenes-dit learned from.
+            let classifier = crate::eval::classifier::SceneClassifier::builtin(&Device::Cpu)
+                .map_err(|e| NodeError::Other(format!("scene classifier: {e}")))?;
+            let classify = |images: &[RgbImage]| {
+                classifier
+                    .classify(images, &Device::Cpu)
+                    .map_err(|e| e.to_string())
+            };
+            judge_class_kept(&mut comparison, &classify)
+                .map_err(|e| NodeError::Other(format!("scene classifier: {e}")))?;
+        }
         let comparison = Arc::new(comparison);
         ctx.comparison(comparison.clone(), true);
         let grid = grid_image(&comparison)?;
