@@ -509,3 +509,45 @@ fn a_compare_workflow_prints_the_table_and_writes_it_as_csv_json_and_a_grid() {
     let grid = tmp.path().join("o/grid_00001.png");
     assert!(grid.is_file(), "{stdout}");
 }
+
+#[test]
+fn a_sweep_compares_every_combination_of_its_axes_against_one_reference() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        tmp.path().join("sweep.ron"),
+        r#"(version: 1, nodes: [
+            (id: 1, kind: "LoadModel", params: {"model": "random-tiny"}),
+            (id: 2, kind: "Sweep", params: {"axis_1": "residual_diff_threshold", "values_1": "0.05, 0.9",
+                "axis_2": "Fn_compute_blocks", "values_2": "1, 2", "seeds": "3", "classes": "0", "steps": 5, "warmup": 1}),
+        ], links: [(from: (node: 1, port: "model"), to: (node: 2, port: "model"))])"#,
+    )
+    .expect("write");
+    let o = cachedit(&["run", "sweep.ron", "--out", "o"], tmp.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let csv = std::fs::read_to_string(tmp.path().join("o/compare_2.csv")).expect("csv");
+    let signatures: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(signatures.len(), 5, "reference + 2 × 2: {csv}");
+    assert_eq!(signatures[0], "NoCache");
+    for (row, (fn_blocks, threshold)) in [(1, "0.05"), (2, "0.05"), (1, "0.9"), (2, "0.9")]
+        .iter()
+        .enumerate()
+    {
+        let sig = signatures[row + 1];
+        assert!(
+            sig.contains(&format!("F{fn_blocks}B0")) && sig.contains(&format!("_R{threshold}")),
+            "row {}: {sig}",
+            row + 1
+        );
+    }
+    // One reference run for the one sample, however many cells.
+    assert!(
+        csv.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("reference,NoCache,1,")),
+        "{csv}"
+    );
+}

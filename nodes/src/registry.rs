@@ -440,6 +440,7 @@ impl Registry {
         registry.register(crate::kinds::cache_config::CacheDitConfig);
         registry.register(crate::kinds::detailed_stats::DetailedStats);
         registry.register(crate::kinds::compare::Compare);
+        registry.register(crate::kinds::sweep::Sweep);
         registry
     }
 

@@ -151,7 +151,11 @@ fn every_example_workflow_runs_and_its_png_restores_it() {
         assert_eq!(written.len(), savers, "{path:?}: one PNG per Save Image");
         for png in written {
             let img = read_png(&png).expect("png decodes");
-            if wf.nodes.iter().any(|n| n.kind == "Compare") {
+            if wf
+                .nodes
+                .iter()
+                .any(|n| n.kind == "Compare" || n.kind == "Sweep")
+            {
                 // A comparison grid: 16 px cells, 2 px apart.
                 assert_eq!((img.width - 16) % 18, 0, "{png:?}: {}", img.width);
                 assert_eq!((img.height - 16) % 18, 0, "{png:?}: {}", img.height);

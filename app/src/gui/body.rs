@@ -18,6 +18,7 @@ pub const SAMPLER: &str = "Sampler";
 pub const DETAILED_STATS: &str = "DetailedStats";
 pub const CACHE_CONFIG: &str = "CacheDitAdvancedConfig";
 pub const COMPARE: &str = "Compare";
+pub const SWEEP: &str = "Sweep";
 
 /// What a node body may look at.
 pub struct BodyContext<'a> {
@@ -220,7 +221,7 @@ pub fn node_body(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId) -> Vec<ParamCha
                 let plot_id = ui.id().with(("stats", id.0));
                 stats_view::show(ui, bcx.theme, &input, plot_id);
             }
-            COMPARE => compare_body(ui, bcx, id),
+            COMPARE | SWEEP => compare_body(ui, bcx, id),
             _ => {}
         }
         if let Some(tex) = bcx.images.get(&id) {
@@ -261,7 +262,7 @@ fn compare_body(ui: &mut egui::Ui, bcx: &BodyContext, id: NodeId) {
             ui.label(egui::RichText::new(text).monospace().small());
         }
         None => {
-            ui.weak("run to compare: the reference and each linked config");
+            ui.weak("run to compare: the reference and each config");
         }
     }
 }

@@ -66,29 +66,7 @@ impl NodeKind for Compare {
                     "every sample (rows) under the reference and each config (columns)",
                 ),
             ],
-            params: vec![
-                ParamSpec::text(
-                    "seeds",
-                    "42",
-                    "noise seeds, comma-separated (e.g. 1, 2, 3): quality is judged on the set",
-                ),
-                ParamSpec::text(
-                    "classes",
-                    "3",
-                    "class labels, comma-separated; every seed runs with every class",
-                ),
-            ]
-            .into_iter()
-            .chain(loop_params())
-            .chain([ParamSpec::int(
-                "rounds",
-                1,
-                1,
-                20,
-                "timed rounds per sample: the reference and every config once each \
-                 round, the order rotating; more rounds, a steadier median",
-            )])
-            .collect(),
+            params: sample_params(),
         }
     }
 
@@ -118,67 +96,7 @@ impl NodeKind for Compare {
                 "link at least one step-cache config into cache_1 … cache_6".into(),
             ));
         }
-        let (scheduler, cfg_mode) = scheduler_and_cfg(params)?;
-        let seeds = parse_list::<u64>(params.text("seeds")?)
-            .map_err(|m| NodeError::Param("seeds".into(), m))?;
-        let classes = parse_list::<u32>(params.text("classes")?)
-            .map_err(|m| NodeError::Param("classes".into(), m))?;
-        check_samples(&seeds, &classes, model.dit.config().num_classes())
-            .map_err(|(field, m)| NodeError::Param(field.into(), m))?;
-        let spec = CompareSpec {
-            settings: SampleSettings {
-                class_labels: vec![0],
-                seed: 0,
-                steps: params.int("steps")? as usize,
-                guidance: params.float("guidance")?,
-                cfg_mode,
-                scheduler,
-                scheduler_config: model.scheduler_config.clone(),
-                size: None,
-            },
-            seeds,
-            classes,
-            cells,
-            rounds: params.int("rounds")? as usize,
-        };
-        let mut on_progress = |p: &crate::compare::CompareProgress| {
-            ctx.compare_progress(*p);
-            if ctx.is_cancelled() {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        };
-        let total = spec.samples().len();
-        let mut on_sample = |c: &Comparison| {
-            if c.reference.samples.len() < total {
-                ctx.comparison(Arc::new(c.clone()), false);
-            }
-        };
-        let comparison = match run_comparison(&model.dit, &spec, &mut on_progress, &mut on_sample) {
-            Err(SamplingError::Cancelled) => return Err(NodeError::Cancelled),
-            other => other?,
-        };
-        let mut comparison = comparison;
-        if model.name == crate::models::builtin::DEFAULT_MODEL {
-            // The scene classifier was trained on the images scenes-dit learned from.
-            let classifier = crate::eval::classifier::SceneClassifier::builtin(&Device::Cpu)
-                .map_err(|e| NodeError::Other(format!("scene classifier: {e}")))?;
-            let classify = |images: &[RgbImage]| {
-                classifier
-                    .classify(images, &Device::Cpu)
-                    .map_err(|e| e.to_string())
-            };
-            judge_class_kept(&mut comparison, &classify)
-                .map_err(|e| NodeError::Other(format!("scene classifier: {e}")))?;
-        }
-        let comparison = Arc::new(comparison);
-        ctx.comparison(comparison.clone(), true);
-        let grid = grid_image(&comparison)?;
-        Ok(Outputs::from([
-            ("comparison".to_string(), Data::Comparison(comparison)),
-            ("grid".to_string(), Data::Image(Arc::new(grid))),
-        ]))
+        compare_cells(ctx, &model, cells, params)
     }
 
     /// The seeds and classes parse and the classes fit the model.
@@ -202,6 +120,106 @@ impl NodeKind for Compare {
             problems,
         }
     }
+}
+
+/// The params Compare and Sweep share: seeds, classes, the loop's settings, rounds.
+pub(crate) fn sample_params() -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::text(
+            "seeds",
+            "42",
+            "noise seeds, comma-separated (e.g. 1, 2, 3): quality is judged on the set",
+        ),
+        ParamSpec::text(
+            "classes",
+            "3",
+            "class labels, comma-separated; every seed runs with every class",
+        ),
+    ]
+    .into_iter()
+    .chain(loop_params())
+    .chain([ParamSpec::int(
+        "rounds",
+        1,
+        1,
+        20,
+        "timed rounds per sample: the reference and every config once each \
+         round, the order rotating; more rounds, a steadier median",
+    )])
+    .collect()
+}
+
+/// Runs `cells` against the shared reference with the sampling params of `params` (seeds,
+/// classes, steps, guidance, scheduler, cfg_mode, rounds), judges class kept where the model
+/// has a classifier, and returns the `comparison` and `grid` outputs: what Compare and Sweep
+/// share once their cells are known.
+pub(crate) fn compare_cells(
+    ctx: &NodeContext,
+    model: &crate::models::LoadedModel,
+    cells: Vec<Cell>,
+    params: &Params,
+) -> Result<Outputs, NodeError> {
+    let (scheduler, cfg_mode) = scheduler_and_cfg(params)?;
+    let seeds = parse_list::<u64>(params.text("seeds")?)
+        .map_err(|m| NodeError::Param("seeds".into(), m))?;
+    let classes = parse_list::<u32>(params.text("classes")?)
+        .map_err(|m| NodeError::Param("classes".into(), m))?;
+    check_samples(&seeds, &classes, model.dit.config().num_classes())
+        .map_err(|(field, m)| NodeError::Param(field.into(), m))?;
+    let spec = CompareSpec {
+        settings: SampleSettings {
+            class_labels: vec![0],
+            seed: 0,
+            steps: params.int("steps")? as usize,
+            guidance: params.float("guidance")?,
+            cfg_mode,
+            scheduler,
+            scheduler_config: model.scheduler_config.clone(),
+            size: None,
+        },
+        seeds,
+        classes,
+        cells,
+        rounds: params.int("rounds")? as usize,
+    };
+    let mut on_progress = |p: &crate::compare::CompareProgress| {
+        ctx.compare_progress(*p);
+        if ctx.is_cancelled() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    };
+    let total = spec.samples().len();
+    let mut on_sample = |c: &Comparison| {
+        if c.reference.samples.len() < total {
+            ctx.comparison(Arc::new(c.clone()), false);
+        }
+    };
+    let comparison = match run_comparison(&model.dit, &spec, &mut on_progress, &mut on_sample) {
+        Err(SamplingError::Cancelled) => return Err(NodeError::Cancelled),
+        other => other?,
+    };
+    let mut comparison = comparison;
+    if model.name == crate::models::builtin::DEFAULT_MODEL {
+        // The scene classifier was trained on the images scenes-dit learned from.
+        let classifier = crate::eval::classifier::SceneClassifier::builtin(&Device::Cpu)
+            .map_err(|e| NodeError::Other(format!("scene classifier: {e}")))?;
+        let classify = |images: &[RgbImage]| {
+            classifier
+                .classify(images, &Device::Cpu)
+                .map_err(|e| e.to_string())
+        };
+        judge_class_kept(&mut comparison, &classify)
+            .map_err(|e| NodeError::Other(format!("scene classifier: {e}")))?;
+    }
+    let comparison = Arc::new(comparison);
+    ctx.comparison(comparison.clone(), true);
+    let grid = grid_image(&comparison)?;
+    Ok(Outputs::from([
+        ("comparison".to_string(), Data::Comparison(comparison)),
+        ("grid".to_string(), Data::Image(Arc::new(grid))),
+    ]))
 }
 
 /// A comma-separated list of numbers ("1, 2,3"); an empty item or a bad number is an error

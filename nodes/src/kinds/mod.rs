@@ -6,3 +6,4 @@ pub mod detailed_stats;
 pub mod load_model;
 pub mod sampler;
 pub mod save_image;
+pub mod sweep;
