@@ -235,3 +235,54 @@ fn class_kept_is_the_share_of_samples_labelled_like_their_reference() {
     assert_eq!(rows[0].class_kept, None, "the reference row has none");
     assert_eq!(rows[1].class_kept, Some(1.0));
 }
+
+#[test]
+fn feature_distance_is_one_minus_cosine_to_the_reference_and_zero_for_the_same_image() {
+    let dit = model();
+    let s = spec(vec![cell(None), cell(Some(fixed()))], 1);
+    let (mut out, _) = run(&dit, &s);
+    // Stand-ins: features are the mean of each colour channel.
+    let embed = |images: &[cachedit_nodes::image::RgbImage]| -> Result<Vec<Vec<f32>>, String> {
+        Ok(images
+            .iter()
+            .map(|img| {
+                (0..3)
+                    .map(|c| {
+                        let v: Vec<f32> = img
+                            .pixels
+                            .iter()
+                            .skip(c)
+                            .step_by(3)
+                            .map(|&p| f32::from(p))
+                            .collect();
+                        v.iter().sum::<f32>() / v.len() as f32
+                    })
+                    .collect()
+            })
+            .collect())
+    };
+    let classify = |images: &[cachedit_nodes::image::RgbImage]| -> Result<Vec<u32>, String> {
+        Ok(vec![0; images.len()])
+    };
+    cachedit_nodes::compare::judge_with_classifier(&mut out, &classify, &embed).expect("judged");
+    for sample in &out.cells[0].samples {
+        assert!(sample.feature_distance.expect("judged") < 1e-12);
+    }
+    for (sample, reference) in out.cells[1].samples.iter().zip(&out.reference.samples) {
+        let f = embed(std::slice::from_ref(&sample.image))
+            .expect("f")
+            .remove(0);
+        let r = embed(std::slice::from_ref(&reference.image))
+            .expect("r")
+            .remove(0);
+        let expected = cachedit_nodes::compare::cosine_distance(&f, &r);
+        assert_eq!(sample.feature_distance, Some(expected));
+    }
+    assert_eq!(
+        cachedit_nodes::compare::cosine_distance(&[1.0, 0.0], &[0.0, 2.0]),
+        1.0
+    );
+    assert!(cachedit_nodes::compare::cosine_distance(&[1.0, 2.0], &[2.0, 4.0]) < 1e-12);
+    let rows = cachedit_nodes::compare::table::rows(&out);
+    assert!(rows[2].feature_distance.is_some() && rows[0].feature_distance.is_none());
+}

@@ -86,6 +86,9 @@ pub struct SampleOutcome {
     /// Against the reference image of the same sample (`None` for the reference itself).
     pub psnr_db: Option<f64>,
     pub ssim: Option<f64>,
+    /// Cosine distance (1 − cos) between the scene classifier's features of this image and of
+    /// the reference image (see [`judge_with_classifier`]); `None` where no classifier fits.
+    pub feature_distance: Option<f64>,
 }
 
 /// A cell's (or the reference's) results over every sample and round.
@@ -152,6 +155,12 @@ impl CellResult {
         let v: Option<Vec<f64>> = self.samples.iter().map(|s| s.ssim).collect();
         v.as_deref().and_then(Spread::of)
     }
+
+    /// The feature distance to the reference over the samples, where it was judged.
+    pub fn feature_distance(&self) -> Option<Spread> {
+        let v: Option<Vec<f64>> = self.samples.iter().map(|s| s.feature_distance).collect();
+        v.as_deref().and_then(Spread::of)
+    }
 }
 
 /// What a comparison produced.
@@ -180,6 +189,53 @@ impl Comparison {
 
 /// A classifier: one label per image, or why it could not label them.
 pub type Classify<'a> = dyn Fn(&[RgbImage]) -> Result<Vec<u32>, String> + 'a;
+
+/// A feature extractor: one vector per image.
+pub type Embed<'a> = dyn Fn(&[RgbImage]) -> Result<Vec<Vec<f32>>, String> + 'a;
+
+/// 1 − cos between two feature vectors (0 for the same direction; 1 when either is zero).
+pub fn cosine_distance(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let n = norm(a) * norm(b);
+    if n == 0.0 {
+        1.0
+    } else {
+        (1.0 - dot / n).max(0.0)
+    }
+}
+
+/// Fills class kept (see [`judge_class_kept`]) and each sample's feature distance to its
+/// reference, from one classifier.
+pub fn judge_with_classifier(
+    comparison: &mut Comparison,
+    classify: &Classify,
+    embed: &Embed,
+) -> Result<(), String> {
+    judge_class_kept(comparison, classify)?;
+    let images = |cell: &CellResult| -> Vec<RgbImage> {
+        cell.samples.iter().map(|s| s.image.clone()).collect()
+    };
+    let reference = embed(&images(&comparison.reference))?;
+    for cell in &mut comparison.cells {
+        let features = embed(&images(cell))?;
+        if features.len() != reference.len() {
+            return Err(format!(
+                "features for {} of {} images",
+                features.len(),
+                reference.len()
+            ));
+        }
+        for (sample, (f, r)) in cell.samples.iter_mut().zip(features.iter().zip(&reference)) {
+            sample.feature_distance = Some(cosine_distance(f, r));
+        }
+    }
+    Ok(())
+}
 
 /// Fills each cell's `class_kept`: `classify` labels images (the reference's and each cell's,
 /// sample by sample), and a cell keeps the class of a sample when its image gets the label the
@@ -348,6 +404,7 @@ pub fn run_comparison(
                 image,
                 psnr_db: Some(p),
                 ssim: Some(s),
+                feature_distance: None,
             });
         }
         out.reference.samples.push(SampleOutcome {
@@ -356,6 +413,7 @@ pub fn run_comparison(
             image: reference_image,
             psnr_db: None,
             ssim: None,
+            feature_distance: None,
         });
         out.load_average = load_average_1m();
         on_sample_done(&out);

@@ -32,6 +32,9 @@ pub struct Row {
     /// The share of samples the scene classifier puts in the reference's class (models it
     /// was trained for only).
     pub class_kept: Option<f64>,
+    /// 1 − cos of the scene classifier's features against the reference, over the samples
+    /// (the perceptual distance this app can compute without downloading LPIPS weights).
+    pub feature_distance: Option<Spread>,
     pub repeatable: bool,
 }
 
@@ -53,6 +56,7 @@ pub fn rows(c: &Comparison) -> Vec<Row> {
         psnr_db: None,
         ssim: None,
         class_kept: None,
+        feature_distance: None,
         repeatable: reference.repeatable,
     }];
     for (i, cell) in c.cells.iter().enumerate() {
@@ -75,6 +79,7 @@ pub fn rows(c: &Comparison) -> Vec<Row> {
             psnr_db: cell.psnr_db(),
             ssim: cell.ssim(),
             class_kept: cell.class_kept,
+            feature_distance: cell.feature_distance(),
             repeatable: cell.repeatable,
         });
     }
@@ -104,9 +109,10 @@ pub fn text(rows: &[Row]) -> String {
         "PSNR dB",
         "SSIM",
         "class kept",
+        "feat dist",
         "verdict",
     ];
-    let body: Vec<[String; 10]> = rows
+    let body: Vec<[String; 11]> = rows
         .iter()
         .map(|r| {
             [
@@ -126,6 +132,8 @@ pub fn text(rows: &[Row]) -> String {
                 spread_text(r.ssim, 3),
                 r.class_kept
                     .map_or("–".into(), |k| format!("{:.0}%", k * 100.0)),
+                r.feature_distance
+                    .map_or("–".into(), |d| format!("{:.1e}", d.median)),
                 r.verdict.unwrap_or("").to_string(),
             ]
         })
@@ -157,7 +165,7 @@ pub fn text(rows: &[Row]) -> String {
 /// CSV with a header row; spreads as median, min, max columns; empty where not applicable.
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "cell,signature,runs,wall_ms,wall_ms_min,wall_ms_max,total_ms,cpu_ms,speedup,speedup_min,speedup_max,ideal_speedup,efficiency,hit_rate,psnr_db,psnr_db_min,psnr_db_max,ssim,ssim_min,ssim_max,class_kept,verdict,repeatable\n",
+        "cell,signature,runs,wall_ms,wall_ms_min,wall_ms_max,total_ms,cpu_ms,speedup,speedup_min,speedup_max,ideal_speedup,efficiency,hit_rate,psnr_db,psnr_db_min,psnr_db_max,ssim,ssim_min,ssim_max,class_kept,feature_distance,feature_distance_min,feature_distance_max,verdict,repeatable\n",
     );
     let three = |s: Option<Spread>| match s {
         Some(s) => format!("{},{},{}", s.median, s.min, s.max),
@@ -178,6 +186,7 @@ pub fn csv(rows: &[Row]) -> String {
             three(r.psnr_db),
             three(r.ssim),
             r.class_kept.map_or(String::new(), |k| k.to_string()),
+            three(r.feature_distance),
             r.verdict.unwrap_or("").to_string(),
             r.repeatable.to_string(),
         ];

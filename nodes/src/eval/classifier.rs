@@ -75,11 +75,26 @@ impl SceneClassifier {
 
     /// Logits `[B, 10]` for images `[B, 3, 32, 32]` in `[-1, 1]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.head.forward(&self.features(x)?)
+    }
+
+    /// The pooled features the head reads, `[B, 128]`: what the network has learned to tell
+    /// scenes apart by, for a perceptual distance between two images.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for conv in &self.convs {
             h = conv.forward(&h)?.relu()?.max_pool2d(2)?;
         }
-        self.head.forward(&h.mean(D::Minus1)?.mean(D::Minus1)?)
+        h.mean(D::Minus1)?.mean(D::Minus1)
+    }
+
+    /// [`SceneClassifier::features`] of each RGB image (32×32), one vector per image.
+    pub fn embed(&self, images: &[RgbImage], device: &Device) -> Result<Vec<Vec<f32>>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.features(&self.batch(images, device)?)?
+            .to_vec2::<f32>()
     }
 
     /// The most likely class of each image `[B, 3, 32, 32]`.
@@ -92,6 +107,11 @@ impl SceneClassifier {
         if images.is_empty() {
             return Ok(Vec::new());
         }
+        self.predict(&self.batch(images, device)?)
+    }
+
+    /// RGB images (32×32) as the network's input batch.
+    fn batch(&self, images: &[RgbImage], device: &Device) -> Result<Tensor> {
         let mut data = Vec::with_capacity(images.len() * 3 * IMAGE_SIZE * IMAGE_SIZE);
         for img in images {
             if img.width as usize != IMAGE_SIZE || img.height as usize != IMAGE_SIZE {
@@ -103,7 +123,6 @@ impl SceneClassifier {
             }
             rgb_to_chw(&img.pixels, IMAGE_SIZE, &mut data);
         }
-        let x = Tensor::from_vec(data, (images.len(), 3, IMAGE_SIZE, IMAGE_SIZE), device)?;
-        self.predict(&x)
+        Tensor::from_vec(data, (images.len(), 3, IMAGE_SIZE, IMAGE_SIZE), device)
     }
 }

@@ -3,7 +3,7 @@
 //! comparison (a table of time, speedup, hit rate and quality per config) and a grid image of
 //! every sample (rows) under the reference and each config (columns).
 
-use crate::compare::{judge_class_kept, run_comparison, Cell, CompareSpec, Comparison};
+use crate::compare::{judge_with_classifier, run_comparison, Cell, CompareSpec, Comparison};
 use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
 use crate::image::RgbImage;
@@ -210,7 +210,12 @@ pub(crate) fn compare_cells(
                 .classify(images, &Device::Cpu)
                 .map_err(|e| e.to_string())
         };
-        judge_class_kept(&mut comparison, &classify)
+        let embed = |images: &[RgbImage]| {
+            classifier
+                .embed(images, &Device::Cpu)
+                .map_err(|e| e.to_string())
+        };
+        judge_with_classifier(&mut comparison, &classify, &embed)
             .map_err(|e| NodeError::Other(format!("scene classifier: {e}")))?;
     }
     let comparison = Arc::new(comparison);
