@@ -156,9 +156,8 @@ fn every_example_workflow_runs_and_its_png_restores_it() {
                 .iter()
                 .any(|n| n.kind == "Compare" || n.kind == "Sweep")
             {
-                // A comparison grid: 16 px cells, 2 px apart.
-                assert_eq!((img.width - 16) % 18, 0, "{png:?}: {}", img.width);
-                assert_eq!((img.height - 16) % 18, 0, "{png:?}: {}", img.height);
+                // A labelled comparison grid: at least the reference and one cell, enlarged.
+                assert!(img.width >= 2 * 16 && img.height > 16, "{png:?}");
             } else {
                 assert_eq!((img.width, img.height), (16, 16));
             }

@@ -6,6 +6,7 @@
 //! The reference runs `rounds` times per sample however many cells there are, so comparing
 //! N configs costs N + 1 runs per sample and round, not 2N.
 
+pub mod labels;
 pub mod table;
 
 use crate::cache::{CacheSummary, StepCache, StepCacheConfig, NO_CACHE};

@@ -145,7 +145,17 @@ pub(crate) fn sample_params() -> Vec<ParamSpec> {
         20,
         "timed rounds per sample: the reference and every config once each \
          round, the order rotating; more rounds, a steadier median",
-    )])
+    )
+    .advanced()])
+    .chain([ParamSpec::int(
+        "grid_scale",
+        4,
+        1,
+        16,
+        "the `grid` output's cells are enlarged this many times (no smoothing), \
+         with each column numbered as in the table and a legend under it",
+    )
+    .advanced()])
     .collect()
 }
 
@@ -220,7 +230,8 @@ pub(crate) fn compare_cells(
     }
     let comparison = Arc::new(comparison);
     ctx.comparison(comparison.clone(), true);
-    let grid = grid_image(&comparison)?;
+    let grid = crate::compare::labels::labelled_grid(&comparison, params.int("grid_scale")? as u32)
+        .map_err(NodeError::Other)?;
     Ok(Outputs::from([
         ("comparison".to_string(), Data::Comparison(comparison)),
         ("grid".to_string(), Data::Image(Arc::new(grid))),
