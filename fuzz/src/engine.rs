@@ -11,6 +11,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// An input holding more than this is saved as `<target>-peak.bin` beside the crashes.
+const PEAK_WORTH_SAVING: usize = 64 << 20;
+
 /// The most inputs the corpus keeps, and the most bytes: the corpus lives under the worker's
 /// memory cap, so it must not crowd out the inputs it runs.
 const MAX_CORPUS: usize = 2000;
@@ -150,6 +153,12 @@ pub fn fuzz(
         if peak > report.max_peak_bytes {
             report.max_peak_bytes = peak;
             report.max_peak_input = input.len();
+            // The input that held the most so far, to look into (not a crash: it stayed
+            // under the cap).
+            if peak > PEAK_WORTH_SAVING {
+                std::fs::create_dir_all(crash_dir)?;
+                std::fs::write(crash_dir.join(format!("{}-peak.bin", target.name)), &input)?;
+            }
         }
         match outcome {
             Ok(label) => {
