@@ -1,6 +1,8 @@
 //! End-to-end: every workflow in `workflows/` runs headless through the executor on a tiny
 //! checkpoint the test writes itself; plus node reuse, cancel, errors and PNG round trips.
 
+mod common;
+
 use cachedit_nodes::cache::{
     schedule_preview, CallRecord, Decision, Planned, StepCacheConfig, Strategy,
 };
@@ -56,21 +58,7 @@ fn use_checkpoint(wf: &mut Workflow, checkpoint: &Path) {
 
 /// Collects one run's events until it finishes.
 fn collect(exec: &Executor, run_id: RunId) -> Vec<Event> {
-    let mut out = Vec::new();
-    loop {
-        let event = exec
-            .events()
-            .recv_timeout(Duration::from_secs(120))
-            .expect("event before timeout");
-        if event.run_id() != run_id {
-            continue;
-        }
-        let done = matches!(event, Event::RunFinished { .. });
-        out.push(event);
-        if done {
-            return out;
-        }
-    }
+    common::collect_run(exec, run_id, Duration::from_secs(120))
 }
 
 fn outcome(events: &[Event]) -> RunOutcome {

@@ -90,6 +90,16 @@ impl Pickle {
     }
 }
 
+/// A state dict of one tensor, `pos_embed.proj.weight`, built by [`Pickle::tensor`].
+fn one_tensor(class: &str, key: &str, numel: u64, shape: &[u64]) -> Vec<u8> {
+    Pickle::new()
+        .op(b"}(")
+        .str("pos_embed.proj.weight")
+        .tensor(class, key, numel, shape)
+        .op(b"u.")
+        .0
+}
+
 /// The fixture's archive with its `data.pkl` replaced by `pickle`.
 fn bin_with_pickle(pickle: &[u8]) -> Vec<u8> {
     let mut source = zip::ZipArchive::new(std::io::Cursor::new(fixture_bin())).expect("zip");
@@ -169,12 +179,12 @@ fn a_storage_id_with_too_few_fields_is_an_error() {
 fn a_tensor_declaring_384_gib_is_refused_before_allocating() {
     // candle's reader aborted the process asking for 384 GiB.
     let numel = 96u64 << 30;
-    let pickle = Pickle::new()
-        .op(b"}(")
-        .str("pos_embed.proj.weight")
-        .tensor("FloatStorage", "0", numel, &[numel])
-        .op(b"u.");
-    let err = load_bin(&bin_with_pickle(&pickle.0));
+    let err = load_bin(&bin_with_pickle(&one_tensor(
+        "FloatStorage",
+        "0",
+        numel,
+        &[numel],
+    )));
     assert!(err.contains("the entry holds 6144"), "{err}");
 }
 
@@ -182,23 +192,23 @@ fn a_tensor_declaring_384_gib_is_refused_before_allocating() {
 fn a_small_bin_declaring_3_gib_of_f16_is_refused_before_reading() {
     // A 271 KB file that used to fill 3 GB before failing.
     let numel = 3u64 << 29;
-    let pickle = Pickle::new()
-        .op(b"}(")
-        .str("pos_embed.proj.weight")
-        .tensor("HalfStorage", "2", numel, &[numel])
-        .op(b"u.");
-    let err = load_bin(&bin_with_pickle(&pickle.0));
+    let err = load_bin(&bin_with_pickle(&one_tensor(
+        "HalfStorage",
+        "2",
+        numel,
+        &[numel],
+    )));
     assert!(err.contains("declared") && err.contains("32768"), "{err}");
 }
 
 #[test]
 fn an_integer_storage_is_an_error() {
-    let pickle = Pickle::new()
-        .op(b"}(")
-        .str("pos_embed.proj.weight")
-        .tensor("IntStorage", "0", 1536, &[32, 3, 4, 4])
-        .op(b"u.");
-    let err = load_bin(&bin_with_pickle(&pickle.0));
+    let err = load_bin(&bin_with_pickle(&one_tensor(
+        "IntStorage",
+        "0",
+        1536,
+        &[32, 3, 4, 4],
+    )));
     assert!(err.contains("IntStorage"), "{err}");
 }
 

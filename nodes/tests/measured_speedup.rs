@@ -2,6 +2,8 @@
 //! medians and spreads in the stats, and a speedup beyond the ideal never presented as a
 //! result, on an idle machine and on one loaded by busy threads. No assertion is on a timing.
 
+mod common;
+
 use cachedit_nodes::exec::{
     Event, ExecConfig, Executor, MeasurePhase, MeasureProgress, RunOutcome,
 };
@@ -42,21 +44,7 @@ fn workflow(rounds: i64, baseline: bool, seed: i64) -> (Workflow, NodeId, NodeId
 
 fn run(exec: &Executor, wf: &Workflow) -> Vec<Event> {
     let run_id = exec.run(wf.clone()).expect("queued");
-    let mut out = Vec::new();
-    loop {
-        let event = exec
-            .events()
-            .recv_timeout(Duration::from_secs(300))
-            .expect("event before timeout");
-        if event.run_id() != run_id {
-            continue;
-        }
-        let done = matches!(event, Event::RunFinished { .. });
-        out.push(event);
-        if done {
-            return out;
-        }
-    }
+    common::collect_run(exec, run_id, Duration::from_secs(300))
 }
 
 fn spawn(out: &Path) -> Executor {

@@ -3,6 +3,8 @@
 //! trajectory) reproduced by our schedulers; pipeline folders' configs picked up at load and
 //! by the Sampler; every unimplemented value refused, naming the file, field and value.
 
+mod common;
+
 use cachedit_nodes::exec::{Event, ExecConfig, Executor, RunId, RunOutcome};
 use cachedit_nodes::graph::document::{NodeId, PortRef, Value as Param, Workflow};
 use cachedit_nodes::models::builtin::load_model;
@@ -326,21 +328,7 @@ fn spawn(out: &Path) -> Executor {
 }
 
 fn collect(exec: &Executor, run_id: RunId) -> Vec<Event> {
-    let mut out = Vec::new();
-    loop {
-        let event = exec
-            .events()
-            .recv_timeout(Duration::from_secs(120))
-            .expect("event before timeout");
-        if event.run_id() != run_id {
-            continue;
-        }
-        let done = matches!(event, Event::RunFinished { .. });
-        out.push(event);
-        if done {
-            return out;
-        }
-    }
+    common::collect_run(exec, run_id, Duration::from_secs(120))
 }
 
 fn sampler_workflow(model: &Path, steps: i64) -> Workflow {
