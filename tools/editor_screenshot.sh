@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Takes docs/editor.png: the real editor window under Xvfb, with a workflow opened and run.
 #   tools/editor_screenshot.sh [workflow.ron] [out.png]
+# CACHEDIT_SCREENSHOT_KEYS="c" presses those keys (xdotool names) once the run is done, e.g.
+# "c" opens the comparison view (docs/compare_view.png).
 # Needs: xvfb xauth imagemagick x11-utils xdotool (and a Vulkan or GL driver from Mesa).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,15 @@ done
 xdotool mousemove 1399 859 >/dev/null 2>&1 || true
 # Let the run finish and the window settle.
 sleep "$WAIT"
+if [ -n "${CACHEDIT_SCREENSHOT_KEYS:-}" ]; then
+    WINDOW=$(xdotool search --name "CacheDiT Studio" | head -1)
+    for key in $CACHEDIT_SCREENSHOT_KEYS; do
+        xdotool windowfocus --sync "$WINDOW" key "$key" >/dev/null 2>&1 || true
+        sleep 1
+    done
+    xdotool mousemove 1399 859 >/dev/null 2>&1 || true
+    sleep 2
+fi
 mkdir -p "$(dirname "$OUT")"
 import -window root "$OUT"
 echo "wrote $OUT"

@@ -1490,3 +1490,6 @@ mod measured_speedup {
 
 #[path = "editor/rough_edges.rs"]
 mod rough_edges;
+
+#[path = "editor/compare_view.rs"]
+mod compare_view;

@@ -5,8 +5,10 @@
 use super::body::{BodyContext, SAMPLER};
 use super::canvas::{Action, Canvas};
 use super::chooser::{Chooser, Waiting};
+use super::compare_view::CompareView;
 use super::doc::{Clip, EditorDoc};
 use super::files::{self, Settings};
+use super::history::History;
 use super::notify::Toasts;
 use super::palette::{self, KindPayload};
 use super::runner::{NodeStatus, Runner};
@@ -21,6 +23,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 mod dialogs;
+mod history_ui;
+
+pub use history_ui::OPEN_COMPARE_VIEW;
 
 /// Seconds between autosaves of unsaved work.
 const AUTOSAVE_SECS: f64 = 20.0;
@@ -110,6 +115,13 @@ pub struct EditorApp {
     title: String,
     /// A native file dialog open now, and what follows a save made through it.
     waiting: Option<Waiting<Option<Pending>>>,
+    /// The large comparison view (a window over the canvas).
+    pub compare_view: CompareView,
+    /// Finished comparisons and cached Sampler runs, kept in the settings folder.
+    pub history: History,
+    pub history_open: bool,
+    /// History entries ticked to be compared (two at most).
+    pub history_picked: Vec<String>,
 }
 
 impl EditorApp {
@@ -125,7 +137,14 @@ impl EditorApp {
         });
         let dialog =
             files::read_autosave(&options.config_dir).map(|wf| Dialog::Recover(Box::new(wf)));
+        let history = History::open(&options.config_dir);
+        let mut compare_view = CompareView::default();
+        compare_view.hide_times = options.hide_times;
         EditorApp {
+            compare_view,
+            history,
+            history_open: false,
+            history_picked: Vec::new(),
             registry: Registry::builtin(),
             doc: EditorDoc::default(),
             canvas: Canvas::default(),
@@ -172,7 +191,10 @@ impl EditorApp {
                 let name = path
                     .file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                if is_png {
+                // A PNG's or a history entry's workflow opens untitled: saving it never
+                // writes into the image or the history.
+                let is_copy = is_png || path.starts_with(self.history.dir());
+                if is_copy {
                     self.doc = EditorDoc::new(wf, None);
                     self.doc.mark_unsaved();
                     self.toasts
@@ -459,6 +481,7 @@ impl EditorApp {
         if self.runner.running {
             ctx.request_repaint_after(std::time::Duration::from_millis(40));
         }
+        self.record_finished();
         self.load_images(ctx);
         self.poll_chooser(ctx);
         self.autosave(ctx);
@@ -573,6 +596,16 @@ impl EditorApp {
         if pressed(Key::F, Modifiers::NONE) {
             self.canvas.request_fit();
         }
+        if pressed(Key::C, Modifiers::NONE) {
+            if self.compare_view.open {
+                self.compare_view.open = false;
+            } else {
+                self.open_first_comparison();
+            }
+        }
+        if pressed(Key::H, Modifiers::NONE) {
+            self.history_open = !self.history_open;
+        }
         let selected = self.canvas.selected(ctx);
         if pressed(Key::Delete, Modifiers::NONE) || pressed(Key::Backspace, Modifiers::NONE) {
             self.doc.remove_nodes(&selected);
@@ -650,6 +683,8 @@ impl EditorApp {
                 })
             });
         egui::CentralPanel::no_frame().show(ui, |ui| self.canvas_ui(ui));
+        self.compare_window(ui.ctx());
+        self.history_window(ui.ctx());
         self.dialogs(ui.ctx());
         self.toasts.show(ui.ctx(), &self.theme);
     }
@@ -833,6 +868,16 @@ impl EditorApp {
                 if ui.button("Fit all nodes").on_hover_text("F").clicked() {
                     self.canvas.request_fit();
                 }
+                if ui
+                    .button("Comparison view")
+                    .on_hover_text("C: the grid, A/B and speed–quality scatter of a Compare node")
+                    .clicked()
+                {
+                    self.open_first_comparison();
+                }
+                if ui.button("Run history").on_hover_text("H").clicked() {
+                    self.history_open = true;
+                }
                 ui.menu_button("Theme", |ui| {
                     for (name, _) in THEMES {
                         let on = self.settings.theme == *name;
@@ -846,6 +891,7 @@ impl EditorApp {
                 ui.label("Ctrl+Enter run · Esc cancel · Ctrl+Z / Ctrl+Y undo/redo");
                 ui.label("Ctrl+C / Ctrl+V copy/paste · Ctrl+D duplicate · Del delete");
                 ui.label("Ctrl+S save · Ctrl+O open · F fit view · right-click canvas: add node");
+                ui.label("C comparison view · H run history · Space (A/B view) show B");
                 ui.label("Drop a .ron, or a PNG written by Save Image, to open its workflow");
             });
         });

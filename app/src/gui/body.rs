@@ -260,6 +260,15 @@ fn compare_body(ui: &mut egui::Ui, bcx: &BodyContext, id: NodeId) {
                 text.push_str("\n(from the previous run)");
             }
             ui.label(egui::RichText::new(text).monospace().small());
+            if ui
+                .button("Open comparison view")
+                .on_hover_text("the images large, A/B, difference map, speed–quality scatter")
+                .clicked()
+            {
+                ui.ctx().data_mut(|d| {
+                    d.insert_temp(egui::Id::new(super::app::OPEN_COMPARE_VIEW), Some(id))
+                });
+            }
         }
         None => {
             ui.weak("run to compare: the reference and each config");

@@ -67,6 +67,17 @@ pub struct Runner {
     pub outcome: Option<(RunOutcome, f64)>,
     /// The workflow of the latest run (to tell what changed since).
     pub last_run: Option<Workflow>,
+    /// What finished since the editor last looked, for the run history (drained by it).
+    pub finished: Vec<Finished>,
+}
+
+/// Something the run history keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finished {
+    /// A Compare or Sweep node's whole comparison.
+    Comparison(NodeId),
+    /// A Sampler that ran with a cache.
+    Sampler(NodeId),
 }
 
 impl Runner {
@@ -92,6 +103,7 @@ impl Runner {
             files: HashMap::new(),
             outcome: None,
             last_run: None,
+            finished: Vec::new(),
         }
     }
 
@@ -178,6 +190,13 @@ impl Runner {
             }
             Event::Stats { node, stats, .. } => {
                 self.stale.remove(&node);
+                let cached = stats
+                    .summary
+                    .as_ref()
+                    .is_some_and(|s| s.signature != cachedit_nodes::cache::NO_CACHE);
+                if cached && !self.finished.contains(&Finished::Sampler(node)) {
+                    self.finished.push(Finished::Sampler(node));
+                }
                 self.stats.insert(node, stats);
             }
             Event::CompareProgress { node, progress, .. } => {
@@ -192,9 +211,10 @@ impl Runner {
                 self.stale.remove(&node);
                 if finished {
                     self.compare_progress.remove(&node);
+                    self.finished.push(Finished::Comparison(node));
                 }
                 // The grid shows on the node as its samples finish.
-                if let Ok(grid) = cachedit_nodes::kinds::compare::grid_image(&comparison) {
+                if let Ok(grid) = cachedit_nodes::compare::labels::plain_grid(&comparison) {
                     self.previews.insert(node, Arc::new(grid));
                 }
                 self.comparisons.insert(node, comparison);
@@ -204,6 +224,9 @@ impl Runner {
             }
             Event::NodeError { node, message, .. } => {
                 let cancelled = message.ends_with("cancelled");
+                if let Some(id) = node {
+                    self.compare_progress.remove(&id);
+                }
                 // The executor's message already names the node (`Sampler #2: ...`).
                 let text = message.clone();
                 if let Some(id) = node {
@@ -221,6 +244,8 @@ impl Runner {
             Event::RunFinished { outcome, ms, .. } => {
                 self.running = false;
                 self.measure.clear();
+                // A comparison that did not finish is no longer running either.
+                self.compare_progress.clear();
                 self.outcome = Some((outcome, ms));
                 for s in self.status.values_mut() {
                     if matches!(s, NodeStatus::Running) && outcome == RunOutcome::Cancelled {

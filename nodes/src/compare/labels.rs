@@ -68,6 +68,27 @@ impl Canvas {
     }
 }
 
+/// Each signature with the parts every config shares left out (`_`-separated parts), so a
+/// label says what the config changes: `DBCache_F1B0_R0.04_N0.001` and
+/// `DBCache_F2B0_R0.08_N0.001` read `F1B0_R0.04` and `F2B0_R0.08`. A signature left empty
+/// (all configs alike, or only one) is kept whole.
+pub fn distinct_parts(signatures: &[&str]) -> Vec<String> {
+    let parts: Vec<Vec<&str>> = signatures.iter().map(|s| s.split('_').collect()).collect();
+    let shared = |part: &str| signatures.len() > 1 && parts.iter().all(|p| p.contains(&part));
+    parts
+        .iter()
+        .zip(signatures)
+        .map(|(own, whole)| {
+            let kept: Vec<&str> = own.iter().copied().filter(|p| !shared(p)).collect();
+            if kept.is_empty() {
+                whole.to_string()
+            } else {
+                kept.join("_")
+            }
+        })
+        .collect()
+}
+
 /// A legend line for a table row: number, signature, speedup and PSNR.
 fn legend(row: &Row) -> String {
     let speedup = row
@@ -88,8 +109,19 @@ fn label(cell: &str) -> &str {
 }
 
 /// The labelled grid: rows are samples, columns the reference then each cell, enlarged
-/// `scale` times (at least 1).
+/// `scale` times (at least 1), with column numbers and a legend.
 pub fn labelled_grid(c: &Comparison, scale: u32) -> Result<RgbImage, String> {
+    grid(c, scale, true)
+}
+
+/// The same grid with nothing but the images and the gaps between them (the node's preview).
+pub fn plain_grid(c: &Comparison) -> Result<RgbImage, String> {
+    grid(c, 1, false)
+}
+
+/// The one layout both grids share: `labelled` adds the margin, the column numbers and the
+/// legend.
+fn grid(c: &Comparison, scale: u32, labelled: bool) -> Result<RgbImage, String> {
     let scale = scale.max(1);
     let first = c
         .reference
@@ -101,8 +133,16 @@ pub fn labelled_grid(c: &Comparison, scale: u32) -> Result<RgbImage, String> {
     let rows = c.reference.samples.len() as u32;
     let cols = columns.len() as u32;
     let table = super::table::rows(c);
-    let lines: Vec<String> = table.iter().map(legend).collect();
-    let header = GLYPH + GAP;
+    let lines: Vec<String> = if labelled {
+        table.iter().map(legend).collect()
+    } else {
+        Vec::new()
+    };
+    let (margin, header) = if labelled {
+        (MARGIN, GLYPH + GAP)
+    } else {
+        (0, 0)
+    };
     let grid_w = cols * w + (cols - 1) * GAP;
     let grid_h = rows * h + (rows - 1) * GAP;
     let legend_w = lines
@@ -111,8 +151,13 @@ pub fn labelled_grid(c: &Comparison, scale: u32) -> Result<RgbImage, String> {
         .max()
         .unwrap_or(0)
         * GLYPH;
-    let width = 2 * MARGIN + grid_w.max(legend_w);
-    let height = 2 * MARGIN + header + grid_h + GAP * 2 + lines.len() as u32 * (GLYPH + GAP);
+    let legend_h = if labelled {
+        GAP * 2 + lines.len() as u32 * (GLYPH + GAP)
+    } else {
+        0
+    };
+    let width = 2 * margin + grid_w.max(legend_w);
+    let height = 2 * margin + header + grid_h + legend_h;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > 64 << 20 {
         return Err(format!(
@@ -121,22 +166,24 @@ pub fn labelled_grid(c: &Comparison, scale: u32) -> Result<RgbImage, String> {
     }
     let mut canvas = Canvas::new(width, height);
     for (col, (cell, row)) in columns.iter().zip(&table).enumerate() {
-        let x = MARGIN + col as u32 * (w + GAP);
-        let name = label(&row.cell);
-        let centre = (w.saturating_sub(name.chars().count() as u32 * GLYPH)) / 2;
-        canvas.text(x + centre, MARGIN, name);
+        let x = margin + col as u32 * (w + GAP);
+        if labelled {
+            let name = label(&row.cell);
+            let centre = (w.saturating_sub(name.chars().count() as u32 * GLYPH)) / 2;
+            canvas.text(x + centre, margin, name);
+        }
         for (r, sample) in cell.samples.iter().enumerate() {
             canvas.image(
                 x,
-                MARGIN + header + r as u32 * (h + GAP),
+                margin + header + r as u32 * (h + GAP),
                 &sample.image,
                 scale,
             );
         }
     }
-    let mut y = MARGIN + header + grid_h + GAP * 2;
+    let mut y = margin + header + grid_h + GAP * 2;
     for line in &lines {
-        canvas.text(MARGIN, y, line);
+        canvas.text(margin, y, line);
         y += GLYPH + GAP;
     }
     RgbImage::new(canvas.width, canvas.height, canvas.pixels).map_err(|e| e.to_string())
@@ -146,6 +193,35 @@ pub fn labelled_grid(c: &Comparison, scale: u32) -> Result<RgbImage, String> {
 mod tests {
     use super::*;
     use crate::compare::SampleOutcome;
+
+    #[test]
+    fn a_label_keeps_only_what_differs_between_configs() {
+        let sweep = [
+            "DBCache_F1B0_W4I1M0MC3_R0.04_N0.001",
+            "DBCache_F2B0_W4I1M0MC3_R0.04_N0.001",
+            "DBCache_F1B0_W4I1M0MC3_R0.08_N0.001",
+        ];
+        assert_eq!(
+            distinct_parts(&sweep),
+            ["F1B0_R0.04", "F2B0_R0.04", "F1B0_R0.08"]
+        );
+        let strategies = [
+            "Fixed_F4B0_W4K2_N0.001",
+            "DBCache_F4B0_W4I1M0MC3_R0.12_N0.001",
+            "DBCache_F4B0_W4I1M0MC3_R0.12_T1O1_N0.001",
+        ];
+        assert_eq!(
+            distinct_parts(&strategies),
+            [
+                "Fixed_W4K2",
+                "DBCache_W4I1M0MC3_R0.12",
+                "DBCache_W4I1M0MC3_R0.12_T1O1"
+            ]
+        );
+        // Alike or alone: the whole signature.
+        assert_eq!(distinct_parts(&["A_B", "A_B"]), ["A_B", "A_B"]);
+        assert_eq!(distinct_parts(&["A_B"]), ["A_B"]);
+    }
 
     fn result(signature: &str, shade: u8, psnr: Option<f64>) -> CellResult {
         let mut r = CellResult::new(signature.to_string());
@@ -189,6 +265,23 @@ mod tests {
         assert_eq!(
             legend(&crate::compare::table::rows(&c)[1]),
             "1   Fixed_F4B0  30.0 dB"
+        );
+    }
+
+    #[test]
+    fn the_plain_grid_is_the_images_and_gaps_only() {
+        let c = Comparison {
+            reference: result("NoCache", 10, None),
+            cells: vec![result("Fixed_F4B0", 200, Some(30.0))],
+            rounds: 1,
+            load_average: None,
+        };
+        let img = plain_grid(&c).unwrap();
+        assert_eq!((img.width, img.height), (4 + GAP + 4, 2));
+        let px = |x: u32| img.pixels[(x * 3) as usize];
+        assert_eq!(
+            [px(0), px(3), px(4), px(4 + GAP)],
+            [10, 10, BACKGROUND[0], 200]
         );
     }
 }

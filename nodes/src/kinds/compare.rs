@@ -25,9 +25,7 @@ pub const CACHE_PORTS: [&str; 6] = [
 /// The most seeds × classes one comparison samples.
 const MAX_SAMPLES: usize = 64;
 
-/// Pixels between the grid's cells.
-const GRID_GAP: u32 = 2;
-
+/// Runs the uncached reference once per sample and every config on the same noise.
 pub struct Compare;
 
 impl NodeKind for Compare {
@@ -279,35 +277,6 @@ fn check_samples(
         ));
     }
     Ok(())
-}
-
-/// Rows: samples in order; columns: the reference, then each config; a dark gap between.
-pub fn grid_image(c: &Comparison) -> Result<RgbImage, NodeError> {
-    let first = c
-        .reference
-        .samples
-        .first()
-        .ok_or_else(|| NodeError::Other("the comparison has no samples".into()))?;
-    let (w, h) = (first.image.width, first.image.height);
-    let columns: Vec<&crate::compare::CellResult> =
-        std::iter::once(&c.reference).chain(&c.cells).collect();
-    let rows = c.reference.samples.len() as u32;
-    let cols = columns.len() as u32;
-    let width = cols * w + (cols - 1) * GRID_GAP;
-    let height = rows * h + (rows - 1) * GRID_GAP;
-    let mut pixels = vec![24u8; (width * height * 3) as usize];
-    for (col, cell) in columns.iter().enumerate() {
-        for (row, sample) in cell.samples.iter().enumerate() {
-            let (x0, y0) = (col as u32 * (w + GRID_GAP), row as u32 * (h + GRID_GAP));
-            for y in 0..h.min(sample.image.height) {
-                let src = (y * sample.image.width * 3) as usize;
-                let dst = (((y0 + y) * width + x0) * 3) as usize;
-                let len = (w.min(sample.image.width) * 3) as usize;
-                pixels[dst..dst + len].copy_from_slice(&sample.image.pixels[src..src + len]);
-            }
-        }
-    }
-    RgbImage::new(width, height, pixels).map_err(|e| NodeError::Other(e.to_string()))
 }
 
 #[cfg(test)]

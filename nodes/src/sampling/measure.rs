@@ -2,7 +2,7 @@
 //! of interleaved rounds, and the verdict that keeps a noisy measurement from passing as a
 //! result (a cached run cannot beat the ideal that its block evaluations set).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// User + system CPU time of this process, all threads, in ms (Linux `/proc/self/stat`, in
 /// clock ticks of 10 ms). On a shared CPU it follows the work done where wall time follows the
@@ -22,7 +22,7 @@ pub fn load_average_1m() -> Option<f64> {
 }
 
 /// The median and the range of a set of measurements.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     /// numpy's median: the middle value, or the mean of the two middle ones.
     pub median: f64,
