@@ -45,6 +45,9 @@ pub struct CompareView {
     pub mode: Mode,
     /// Whole-number zoom: every image pixel becomes `zoom` × `zoom` screen points.
     pub zoom: u32,
+    /// The grid picks the largest zoom at which every column fits the width, until the user
+    /// moves the zoom slider.
+    pub fit_zoom: bool,
     /// Show |cell − reference| instead of the images.
     pub diff: bool,
     /// How much the difference map is amplified.
@@ -80,6 +83,7 @@ impl Default for CompareView {
             data: None,
             mode: Mode::Grid,
             zoom: 4,
+            fit_zoom: true,
             diff: false,
             gain: 4.0,
             a: 0,
@@ -196,7 +200,7 @@ impl CompareView {
         egui::Window::new("Comparison")
             .id(egui::Id::new("compare-view"))
             .open(&mut open)
-            .default_size([1080.0, 700.0])
+            .default_size([1280.0, 760.0])
             .resizable(true)
             .show(ctx, |ui| self.contents(ui, theme, status));
         self.open = open;
@@ -217,7 +221,12 @@ impl CompareView {
             ui.selectable_value(&mut self.mode, Mode::Grid, "Grid");
             ui.selectable_value(&mut self.mode, Mode::AB, "A/B");
             ui.separator();
-            ui.add(egui::Slider::new(&mut self.zoom, 1..=16).text("zoom ×"));
+            if ui
+                .add(egui::Slider::new(&mut self.zoom, 1..=16).text("zoom ×"))
+                .changed()
+            {
+                self.fit_zoom = false;
+            }
             ui.checkbox(&mut self.diff, "difference map")
                 .on_hover_text("|cell − reference| per channel, amplified by the gain");
             if self.diff {
@@ -256,13 +265,30 @@ impl CompareView {
         let Some(data) = self.data.clone() else {
             return;
         };
+        let image_width = data
+            .columns
+            .iter()
+            .flat_map(|c| c.images.first())
+            .map(|i| i.width)
+            .max()
+            .unwrap_or(1)
+            .max(1) as f32;
+        if self.fit_zoom {
+            // The row labels take about 60 points, each column 6 points of spacing.
+            let columns = data.columns.len().max(1) as f32;
+            let room = (ui.available_width() - 60.0) / columns - 6.0;
+            self.zoom = ((room / image_width).floor() as u32).clamp(1, 16);
+        }
         let zoom = self.zoom as f32;
+        let cell_width = image_width * zoom;
         egui::Grid::new("compare-grid")
             .spacing([6.0, 6.0])
             .show(ui, |ui| {
                 ui.label("");
                 for (i, c) in data.columns.iter().enumerate() {
                     ui.vertical(|ui| {
+                        // Headings wrap at the image's width, so columns never overlap.
+                        ui.set_max_width(cell_width);
                         let picked = self.selected == Some(i);
                         let heading = self.headings.get(i).cloned().unwrap_or_default();
                         let head = egui::RichText::new(heading).strong();
@@ -456,7 +482,7 @@ impl CompareView {
         let selected = self.selected;
         let response = Plot::new("compare-scatter")
             .height(260.0)
-            .legend(Legend::default())
+            .legend(Legend::default().position(egui_plot::Corner::LeftBottom))
             .x_axis_label("measured speedup ×")
             .y_axis_label(metric.name())
             .include_x(1.0)
