@@ -12,7 +12,7 @@ use cachedit_nodes::models::loading::{
     load_checkpoint_bytes, parse_config, LoadLimits, WeightsFormat,
 };
 use cachedit_nodes::registry::Registry;
-use cachedit_nodes::sampling::schedulers::config::SchedulerConfig;
+use cachedit_nodes::schedulers::config::SchedulerConfig;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::Path;

@@ -15,7 +15,7 @@ use cachedit_nodes::cache::{
 use cachedit_nodes::models::dit::DiT;
 use cachedit_nodes::models::loading::load_dit;
 use cachedit_nodes::sampling::denoise::{denoise, CfgMode, Flow, SampleSettings};
-use cachedit_nodes::sampling::schedulers::{SchedulerConfig, SchedulerKind};
+use cachedit_nodes::schedulers::{SchedulerConfig, SchedulerKind};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};

@@ -8,16 +8,16 @@ use cachedit_nodes::compare::{run_comparison, Cell, CompareProgress, CompareSpec
 use cachedit_nodes::image::convert::image_from_tensor;
 use cachedit_nodes::metrics::psnr;
 use cachedit_nodes::models::builtin::load_model;
-use cachedit_nodes::models::dit::DiT;
+use cachedit_nodes::models::AnyModel;
 use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
-use cachedit_nodes::sampling::schedulers::{SchedulerConfig, SchedulerKind};
+use cachedit_nodes::schedulers::{SchedulerConfig, SchedulerKind};
 use candle_core::Device;
 use std::sync::Arc;
 
-fn model() -> DiT {
+fn model() -> AnyModel {
     load_model("random-tiny", "f32", "cpu")
         .expect("built-in model")
-        .dit
+        .model
 }
 
 fn settings() -> SampleSettings {
@@ -67,7 +67,7 @@ fn cell(config: Option<StepCacheConfig>) -> Cell {
 }
 
 /// Runs the comparison, counting the runs started per subject.
-fn run(dit: &DiT, spec: &CompareSpec) -> (cachedit_nodes::compare::Comparison, Vec<Subject>) {
+fn run(dit: &AnyModel, spec: &CompareSpec) -> (cachedit_nodes::compare::Comparison, Vec<Subject>) {
     let mut started = Vec::new();
     let mut on_progress = |p: &CompareProgress| {
         if p.step == 1 {

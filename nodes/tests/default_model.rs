@@ -31,7 +31,7 @@ fn the_shipped_classifier_recognises_held_out_scenes() {
 fn the_default_model_draws_the_class_it_is_asked_for() {
     let model = load_model(DEFAULT_MODEL, "f32", "cpu").expect("default model");
     let classifier = SceneClassifier::builtin(&Device::Cpu).expect("built-in classifier");
-    let report = conditional_accuracy(&model.dit, &classifier, &quick_check(), &mut |_, _, _| {})
+    let report = conditional_accuracy(&model.model, &classifier, &quick_check(), &mut |_, _, _| {})
         .expect("sampling");
     assert!(
         report.accuracy() >= 0.8,
@@ -50,8 +50,8 @@ fn the_untrained_control_does_not_pass_the_check() {
         steps: 10,
         ..quick_check()
     };
-    let report =
-        conditional_accuracy(&model.dit, &classifier, &check, &mut |_, _, _| {}).expect("sampling");
+    let report = conditional_accuracy(&model.model, &classifier, &check, &mut |_, _, _| {})
+        .expect("sampling");
     assert!(
         report.accuracy() <= 0.3,
         "an untrained model scored {}",

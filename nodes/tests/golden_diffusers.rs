@@ -2,14 +2,12 @@
 //! by diffusers (tools/make_fixtures.py). Errors are "normalised max error":
 //! `max|ours − ref| / max|ref|`, so elements near zero do not blow the ratio up.
 
+use cachedit_nodes::cache::hook::PlainForward;
 use cachedit_nodes::models::dit::DiT;
 use cachedit_nodes::models::loading::load_dit;
 use cachedit_nodes::sampling::denoise::{denoise, CfgMode, Flow, SampleSettings};
-use cachedit_nodes::sampling::hook::PlainForward;
-use cachedit_nodes::sampling::schedulers::Scheduler;
-use cachedit_nodes::sampling::schedulers::{
-    ddim, dpm_solver, euler, table, SchedulerConfig, SchedulerKind,
-};
+use cachedit_nodes::schedulers::Scheduler;
+use cachedit_nodes::schedulers::{ddim, dpm_solver, euler, table, SchedulerConfig, SchedulerKind};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -9,9 +9,7 @@ use cachedit_nodes::exec::{Event, ExecConfig, Executor, RunId, RunOutcome};
 use cachedit_nodes::graph::document::{NodeId, PortRef, Value as Param, Workflow};
 use cachedit_nodes::models::builtin::load_model;
 use cachedit_nodes::registry::Registry;
-use cachedit_nodes::sampling::schedulers::{
-    Scheduler, SchedulerConfig, SchedulerConfigError, SchedulerKind,
-};
+use cachedit_nodes::schedulers::{Scheduler, SchedulerConfig, SchedulerConfigError, SchedulerKind};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -2,23 +2,27 @@
 //! matches batched, CFG branches are isolated, state resets between runs, a measured diff
 //! below the threshold reuses, TaylorSeer changes what a reuse adds.
 
+use cachedit_nodes::cache::hook::{CallInfo, PlainForward, TransformerHook};
 use cachedit_nodes::cache::{
     CallRecord, CfgBranch, Decision, Reason, StepCache, StepCacheConfig, Strategy, TaylorIndexing,
     TaylorSeerConfig,
 };
+use cachedit_nodes::models::blocks::Conditioning;
 use cachedit_nodes::models::builtin::load_model;
 use cachedit_nodes::models::dit::DiT;
 use cachedit_nodes::rng::Rng;
 use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
-use cachedit_nodes::sampling::hook::{CallInfo, PlainForward, TransformerHook};
-use cachedit_nodes::sampling::schedulers::{SchedulerConfig, SchedulerKind};
+use cachedit_nodes::schedulers::{SchedulerConfig, SchedulerKind};
 use candle_core::{Device, Tensor};
 use std::sync::Arc;
 
 fn model() -> DiT {
     load_model("random-tiny", "f32", "cpu")
         .expect("built-in model")
-        .dit
+        .model
+        .as_dit()
+        .cloned()
+        .expect("a DiT")
 }
 
 fn settings(steps: usize, cfg_mode: CfgMode, seed: u64) -> SampleSettings {
@@ -37,7 +41,7 @@ fn settings(steps: usize, cfg_mode: CfgMode, seed: u64) -> SampleSettings {
 /// Samples and returns the final sample's values and every call record.
 fn sample(
     dit: &DiT,
-    hook: &mut dyn TransformerHook,
+    hook: &mut dyn TransformerHook<DiT>,
     s: &SampleSettings,
 ) -> (Vec<f32>, Vec<CallRecord>) {
     let noise = initial_noise(dit, s, &Device::Cpu).expect("noise");
@@ -177,7 +181,9 @@ fn drive(
                 batched_cfg: false,
                 branch,
             };
-            let y = hook.call(dit, &info, x, &t, &labels).expect("call");
+            let y = hook
+                .call(dit, &info, x, &t, &Conditioning::Class(labels))
+                .expect("call");
             out[i].push(values(&y));
         }
     }
@@ -295,7 +301,7 @@ fn default_noise_does_not_change_the_image_measurably() {
     use cachedit_nodes::metrics::psnr;
     let dit = model();
     let s = settings(25, CfgMode::Batched, 42);
-    let image = |hook: &mut dyn TransformerHook| {
+    let image = |hook: &mut dyn TransformerHook<DiT>| {
         let noise = initial_noise(&dit, &s, &Device::Cpu).expect("noise");
         let out = denoise(&dit, &s, &noise, hook, &mut |_| Flow::Continue).expect("sampling");
         image_from_tensor(&out.sample).expect("image").remove(0)

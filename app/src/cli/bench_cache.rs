@@ -4,6 +4,7 @@
 
 use super::bench::{machine, write_section, DeviceArgs};
 use anyhow::{bail, Context, Result};
+use cachedit_nodes::cache::hook::{CallInfo, PlainForward, TransformerHook};
 use cachedit_nodes::cache::indicator::rel_l1;
 use cachedit_nodes::cache::noise::ReuseNoise;
 use cachedit_nodes::cache::scm::ScmPreset;
@@ -15,12 +16,12 @@ use cachedit_nodes::eval::classifier::{self, SceneClassifier};
 use cachedit_nodes::image::convert::image_from_tensor;
 use cachedit_nodes::image::RgbImage;
 use cachedit_nodes::metrics::{psnr, ssim};
+use cachedit_nodes::models::blocks::Conditioning;
 use cachedit_nodes::models::builtin::load_model;
 use cachedit_nodes::models::dit::{DiT, DiTConfig};
 use cachedit_nodes::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
-use cachedit_nodes::sampling::hook::{CallInfo, PlainForward, TransformerHook};
 use cachedit_nodes::sampling::measure::{load_average_1m, process_cpu_ms};
-use cachedit_nodes::sampling::schedulers::{SchedulerConfig, SchedulerKind};
+use cachedit_nodes::schedulers::{SchedulerConfig, SchedulerKind};
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -130,7 +131,7 @@ fn run_once(
     noise: &Tensor,
     config: Option<&StepCacheConfig>,
 ) -> Result<Run> {
-    let mut hook: Box<dyn TransformerHook> = match config {
+    let mut hook: Box<dyn TransformerHook<DiT>> = match config {
         Some(c) => Box::new(StepCache::new(Arc::new(c.clone()))),
         None => Box::new(PlainForward::default()),
     };
@@ -238,10 +239,14 @@ fn call_costs(dit: &DiT, device: &Device, front: usize, rounds: usize) -> Result
         ..base
     }));
     let mut plain = PlainForward::default();
+    let cond = Conditioning::Class(y.clone());
     let [a, b] = &inputs;
-    for hook in [&mut computing as &mut dyn TransformerHook, &mut reusing] {
+    for hook in [
+        &mut computing as &mut dyn TransformerHook<DiT>,
+        &mut reusing,
+    ] {
         hook.reset();
-        hook.call(dit, &info(0), a, &t, &y)?;
+        hook.call(dit, &info(0), a, &t, &cond)?;
     }
     let mut times: [Vec<f64>; 3] = Default::default();
     for round in 0..rounds {
@@ -249,13 +254,13 @@ fn call_costs(dit: &DiT, device: &Device, front: usize, rounds: usize) -> Result
         // Rotate who goes first, so no kind always pays for the previous one's cache state.
         for k in 0..3 {
             let kind = (round + k) % 3;
-            let hook: &mut dyn TransformerHook = match kind {
+            let hook: &mut dyn TransformerHook<DiT> = match kind {
                 0 => &mut plain,
                 1 => &mut computing,
                 _ => &mut reusing,
             };
             let started = Instant::now();
-            hook.call(dit, &info(1), x, &t, &y)?;
+            hook.call(dit, &info(1), x, &t, &cond)?;
             times[kind].push(started.elapsed().as_secs_f64() * 1e3);
             hook.drain_records();
         }
@@ -364,7 +369,13 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
     }
     let loaded = load_model(&args.model, &args.target.dtype, &args.target.device)
         .with_context(|| format!("loading {}", args.model))?;
-    let dit = &loaded.dit;
+    let Some(dit) = loaded.model.as_dit() else {
+        bail!(
+            "bench-cache times DiT models; {} is a {} model",
+            args.model,
+            loaded.model.family()
+        );
+    };
     let classes = dit.config().num_classes().max(1);
     let repeats = args.repeats.max(1);
     let judge = classifier(dit.config())?;

@@ -157,9 +157,10 @@ pub fn eval_cmd(args: &EvalArgs) -> Result<()> {
         guidance: args.guidance,
         ..ConditionalCheck::default()
     };
-    let progress = bar(model.dit.config().num_classes() as u64);
+    use cachedit_nodes::models::blocks::BlockTransformer;
+    let progress = bar(model.model.latent().classes.unwrap_or(0) as u64);
     progress.set_message("sampling");
-    let report = conditional_accuracy(&model.dit, &classifier, &check, &mut |class, ok, n| {
+    let report = conditional_accuracy(&model.model, &classifier, &check, &mut |class, ok, n| {
         progress.inc(1);
         progress.set_message(format!(
             "{}: {ok}/{n}",

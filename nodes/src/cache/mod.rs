@@ -2,7 +2,7 @@
 //! TaylorSeer and SCM, plus fixed and dynamic counter schedules), one concern per module.
 
 pub mod config;
-pub mod dbcache;
+pub mod hook;
 pub mod indicator;
 pub mod noise;
 pub mod policy;
@@ -10,6 +10,7 @@ pub mod record;
 pub mod schedule;
 pub mod scm;
 pub mod signature;
+pub mod step_cache;
 pub mod summary;
 pub mod taylorseer;
 
@@ -17,8 +18,8 @@ pub use config::{
     CacheConfigError, DbCacheConfig, MaskPolicy, MaskSource, StepCacheConfig, StepsMask, Strategy,
     TaylorIndexing, TaylorSeerConfig,
 };
-pub use dbcache::{check_run, StepCache};
 pub use record::{CallRecord, CfgBranch, Decision, Reason};
 pub use schedule::{schedule_preview, Degenerate, Planned, SchedulePreview};
 pub use signature::NO_CACHE;
+pub use step_cache::{check_run, StepCache};
 pub use summary::{BranchSummary, CacheSummary, DiffStats};

@@ -134,7 +134,11 @@ pub fn schedule_preview(
     config: &StepCacheConfig,
     steps: usize,
 ) -> Result<SchedulePreview, CacheConfigError> {
-    let rules = rules_for_run(config, steps)?;
+    Ok(preview_rules(&rules_for_run(config, steps)?, steps))
+}
+
+/// [`schedule_preview`] of rules already built for the run.
+pub fn preview_rules(rules: &Rules, steps: usize) -> SchedulePreview {
     let mut policy = BranchPolicy::default();
     let mut has_reference = false;
     // Once the indicator decides a step, later limit rules depend on unknown outcomes.
@@ -143,7 +147,7 @@ pub fn schedule_preview(
     let plan: Vec<Planned> = (0..steps)
         .map(|s| {
             let verdict =
-                policy.decide(&rules, s, has_reference, |thr| sentinel(thr).ok_or(Unknown));
+                policy.decide(rules, s, has_reference, |thr| sentinel(thr).ok_or(Unknown));
             let planned = match verdict {
                 Err(Unknown) => {
                     known = false;
@@ -179,13 +183,13 @@ pub fn schedule_preview(
     } else {
         None
     };
-    Ok(SchedulePreview {
+    SchedulePreview {
         steps: plan,
         computes,
         reuses,
         undecided,
         degenerate,
-    })
+    }
 }
 
 /// Rules that depend only on the step index (not on earlier outcomes).

@@ -9,16 +9,17 @@
 pub mod labels;
 pub mod table;
 
+use crate::cache::hook::{PlainForward, TransformerHook};
 use crate::cache::{CacheSummary, StepCache, StepCacheConfig, NO_CACHE};
-use crate::exec::events::StepProgress;
 use crate::image::convert::image_from_tensor;
 use crate::image::RgbImage;
 use crate::metrics::{psnr, ssim};
-use crate::models::dit::DiT;
+use crate::models::blocks::BlockTransformer;
+use crate::models::AnyModel;
 use crate::sampling::denoise::{denoise, initial_noise, Flow, SampleSettings};
-use crate::sampling::hook::{PlainForward, TransformerHook};
 use crate::sampling::interleave::{bits, warm_up};
 use crate::sampling::measure::{load_average_1m, process_cpu_ms, RunTime, Spread};
+use crate::sampling::progress::StepProgress;
 use crate::sampling::SamplingError;
 
 /// One column of the comparison: a config, or `None` for another uncached run.
@@ -279,7 +280,7 @@ pub fn rotation(round: usize, n: usize) -> Vec<usize> {
 /// `SamplingError::Cancelled`); `on_sample_done` gets the comparison so far after each sample,
 /// so that a view can fill in cells as they finish.
 pub fn run_comparison(
-    dit: &DiT,
+    model: &AnyModel,
     spec: &CompareSpec,
     on_progress: &mut dyn FnMut(&CompareProgress) -> Flow,
     on_sample_done: &mut dyn FnMut(&Comparison),
@@ -304,6 +305,22 @@ pub fn run_comparison(
         rounds,
         load_average: None,
     };
+    // One hook per column, built (and its config validated) once; each run resets it.
+    let mut hooks: Vec<Box<dyn TransformerHook<AnyModel>>> = Vec::with_capacity(n);
+    hooks.push(Box::new(PlainForward::default()));
+    for cell in &spec.cells {
+        hooks.push(match &cell.config {
+            Some(c) => Box::new(
+                StepCache::for_run(c.clone(), model.block_lists(), spec.settings.steps).map_err(
+                    |e| SamplingError::Invalid {
+                        field: e.field,
+                        message: e.message,
+                    },
+                )?,
+            ),
+            None => Box::new(PlainForward::default()),
+        });
+    }
     let mut runs_done = 0;
     for (sample_index, &(seed, class)) in samples.iter().enumerate() {
         let settings = SampleSettings {
@@ -311,10 +328,10 @@ pub fn run_comparison(
             class_labels: vec![class],
             ..spec.settings.clone()
         };
-        let noise = initial_noise(dit, &settings, dit.device())?;
+        let noise = initial_noise(model, &settings, model.device())?;
         // Untimed, so that no timed run pays the first call's costs alone.
         if sample_index == 0 {
-            warm_up(dit, &settings, &noise)?;
+            warm_up(model, &settings, &noise)?;
         }
         let mut first: Vec<Option<(RgbImage, Vec<u32>)>> = vec![None; n];
         for round in 0..rounds {
@@ -323,13 +340,6 @@ pub fn run_comparison(
                     Subject::Reference
                 } else {
                     Subject::Cell(run - 1)
-                };
-                let mut hook: Box<dyn TransformerHook> = match subject {
-                    Subject::Cell(i) => match &spec.cells[i].config {
-                        Some(c) => Box::new(StepCache::new(c.clone())),
-                        None => Box::new(PlainForward::default()),
-                    },
-                    Subject::Reference => Box::new(PlainForward::default()),
                 };
                 let mut calls = Vec::new();
                 let mut on_step = |step: &StepProgress| {
@@ -345,7 +355,7 @@ pub fn run_comparison(
                     })
                 };
                 let cpu_before = process_cpu_ms();
-                let result = denoise(dit, &settings, &noise, hook.as_mut(), &mut on_step)?;
+                let result = denoise(model, &settings, &noise, hooks[run].as_mut(), &mut on_step)?;
                 let cpu_ms = process_cpu_ms()
                     .zip(cpu_before)
                     .map(|(after, before)| after - before);

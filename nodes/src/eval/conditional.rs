@@ -2,13 +2,13 @@
 //! (seeded), let the classifier label them, and report the share labelled as asked.
 
 use super::classifier::SceneClassifier;
+use crate::cache::hook::PlainForward;
 use crate::image::convert::image_from_tensor;
 use crate::image::RgbImage;
-use crate::models::dit::DiT;
+use crate::models::blocks::BlockTransformer;
 use crate::sampling::denoise::{denoise, initial_noise, CfgMode, Flow, SampleSettings};
-use crate::sampling::hook::PlainForward;
-use crate::sampling::schedulers::{SchedulerConfig, SchedulerKind};
 use crate::sampling::SamplingError;
+use crate::schedulers::{SchedulerConfig, SchedulerKind};
 
 /// How to sample for the check.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,13 +55,13 @@ impl ConditionalReport {
 
 /// Samples every class of `model` and classifies the results. `on_class` sees each finished
 /// class (index, correct, drawn).
-pub fn conditional_accuracy(
-    model: &DiT,
+pub fn conditional_accuracy<M: BlockTransformer + ?Sized>(
+    model: &M,
     classifier: &SceneClassifier,
     check: &ConditionalCheck,
     on_class: &mut dyn FnMut(usize, usize, usize),
 ) -> Result<ConditionalReport, SamplingError> {
-    let classes = model.config().num_classes();
+    let classes = model.latent().classes.unwrap_or(0);
     let mut report = ConditionalReport {
         per_class: Vec::with_capacity(classes),
         images: Vec::with_capacity(classes),

@@ -1,16 +1,16 @@
 //! The executor thread: validates a workflow, orders it, skips nodes whose key is memoized
 //! (node reuse), runs the rest, and reports everything as run-tagged events.
 
-use super::context::NodeContext;
-use super::data::Data;
-use super::events::{Event, RunId, RunOutcome};
 use super::memo::node_key;
 use super::message;
+use crate::events::{Event, RunId, RunOutcome};
 use crate::graph::document::{NodeId, Workflow};
 use crate::graph::preflight::preflight;
 use crate::graph::ron_io::to_ron_string;
 use crate::graph::topo::topological_order;
 use crate::graph::validate::{resolve_params, validate};
+use crate::registry::context::NodeContext;
+use crate::registry::data::Data;
 use crate::registry::{Inputs, NodeError, Outputs, Registry};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashMap;

@@ -8,6 +8,7 @@ use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
 use crate::image::RgbImage;
 use crate::kinds::sampler::{loop_params, scheduler_and_cfg};
+use crate::models::blocks::BlockTransformer;
 use crate::registry::{
     Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
     Preflight, PreflightContext,
@@ -81,7 +82,7 @@ impl NodeKind for Compare {
                 let config = data.as_cache_config(port)?.clone();
                 crate::cache::check_run(
                     &config,
-                    model.dit.num_blocks(),
+                    model.model.num_blocks(),
                     params.int("steps")? as usize,
                 )?;
                 cells.push(Cell {
@@ -172,7 +173,7 @@ pub(crate) fn compare_cells(
         .map_err(|m| NodeError::Param("seeds".into(), m))?;
     let classes = parse_list::<u32>(params.text("classes")?)
         .map_err(|m| NodeError::Param("classes".into(), m))?;
-    check_samples(&seeds, &classes, model.dit.config().num_classes())
+    check_samples(&seeds, &classes, model.model.latent().classes.unwrap_or(0))
         .map_err(|(field, m)| NodeError::Param(field.into(), m))?;
     let spec = CompareSpec {
         settings: SampleSettings {
@@ -204,7 +205,7 @@ pub(crate) fn compare_cells(
             ctx.comparison(Arc::new(c.clone()), false);
         }
     };
-    let comparison = match run_comparison(&model.dit, &spec, &mut on_progress, &mut on_sample) {
+    let comparison = match run_comparison(&model.model, &spec, &mut on_progress, &mut on_sample) {
         Err(SamplingError::Cancelled) => return Err(NodeError::Cancelled),
         other => other?,
     };

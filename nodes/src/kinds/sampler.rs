@@ -2,13 +2,16 @@
 //! model, every transformer call through the step cache (or the plain forward), reports each
 //! step with its call records, and can time an uncached run of the same settings.
 
-use crate::cache::{check_run, CacheSummary, StepCache, NO_CACHE};
+use crate::cache::hook::{PlainForward, TransformerHook};
+use crate::cache::{CacheSummary, StepCache, NO_CACHE};
 use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
 use crate::exec::events::{MeasureProgress, StepProgress};
 use crate::image::convert::image_from_tensor;
 use crate::image::RgbImage;
 use crate::metrics::{psnr, ssim};
+use crate::models::blocks::BlockTransformer;
+use crate::models::AnyModel;
 use crate::registry::{
     Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
     Preflight, PreflightContext,
@@ -16,13 +19,12 @@ use crate::registry::{
 use crate::sampling::denoise::{
     check_settings, denoise, initial_noise, CfgMode, Flow, SampleResult, SampleSettings,
 };
-use crate::sampling::hook::{PlainForward, TransformerHook};
 use crate::sampling::interleave::run_interleaved;
 use crate::sampling::latent_file::read_latent;
 use crate::sampling::measure::load_average_1m;
-use crate::sampling::schedulers::SchedulerKind;
 use crate::sampling::stats::{Measured, SamplerStats, StepStat};
 use crate::sampling::SamplingError;
+use crate::schedulers::SchedulerKind;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -113,24 +115,25 @@ impl NodeKind for Sampler {
             scheduler_config: model.scheduler_config.clone(),
             size: None,
         };
-        if let Some(c) = &cache {
-            check_run(c, model.dit.num_blocks(), settings.steps)?;
-        }
+        // The config is validated and its schedule built once, here, for this model and run.
+        let mut hook: Box<dyn TransformerHook<AnyModel>> = match &cache {
+            Some(c) => Box::new(StepCache::for_run(
+                c.clone(),
+                model.model.block_lists(),
+                settings.steps,
+            )?),
+            None => Box::new(PlainForward::default()),
+        };
         let started = Instant::now();
         let latent_file = params.text("latent_file")?.trim().to_string();
         let noise = if latent_file.is_empty() {
-            initial_noise(&model.dit, &settings, &model.device)?
+            initial_noise(&model.model, &settings, &model.device)?
         } else {
-            let noise = starting_latent(&latent_file, &model.dit, &model.device)?;
+            let noise = starting_latent(&latent_file, &model.model, &model.device)?;
             let (_, _, h, w) = noise.dims4().map_err(|e| NodeError::Other(e.to_string()))?;
             settings.size = Some((h, w));
-            check_settings(&model.dit, &settings)?;
+            check_settings(&model.model, &settings)?;
             noise
-        };
-
-        let mut hook: Box<dyn TransformerHook> = match &cache {
-            Some(c) => Box::new(StepCache::new(c.clone())),
-            None => Box::new(PlainForward::default()),
         };
         let mut calls = Vec::new();
         let mut on_live_step = |progress: &StepProgress| {
@@ -148,7 +151,7 @@ impl NodeKind for Sampler {
                     flow(ctx)
                 };
                 Some(cancelled(run_interleaved(
-                    &model.dit,
+                    &model.model,
                     &settings,
                     &noise,
                     hook.as_mut(),
@@ -163,7 +166,7 @@ impl NodeKind for Sampler {
             Some(r) => (r.live.clone(), r.live_peak_bytes),
             None => {
                 let result = denoise(
-                    &model.dit,
+                    &model.model,
                     &settings,
                     &noise,
                     hook.as_mut(),
@@ -256,14 +259,14 @@ impl NodeKind for Sampler {
 /// The noise in `path` as a `[1, C, H, W]` tensor, checked against the model.
 fn starting_latent(
     path: &str,
-    dit: &crate::models::dit::DiT,
+    model: &AnyModel,
     device: &candle_core::Device,
 ) -> Result<candle_core::Tensor, NodeError> {
     let bad = |message: String| NodeError::Param("latent_file".into(), message);
     let latent = read_latent(Path::new(path)).map_err(|e| bad(e.to_string()))?;
-    let cfg = dit.config();
+    let spec = model.latent();
     latent
-        .check_for_model(cfg.in_channels, cfg.patch_size)
+        .check_for_model(spec.channels, spec.multiple)
         .map_err(|m| bad(format!("{path}: {m}")))?;
     latent
         .to_tensor(device)

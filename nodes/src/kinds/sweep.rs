@@ -101,7 +101,7 @@ impl NodeKind for Sweep {
         let mut cells = Vec::new();
         for combo in combinations(params)? {
             let config = config_from_params(&combo)?;
-            crate::cache::check_run(&config, model.dit.num_blocks(), steps)?;
+            crate::cache::check_run(&config, model.model.num_blocks(), steps)?;
             cells.push(Cell {
                 config: Some(Arc::new(config)),
             });

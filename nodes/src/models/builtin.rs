@@ -6,7 +6,7 @@ use super::dit::{random, DiTConfig};
 use super::loading::{dit_from_tensors, load_checkpoint, locate, parse_config, read_config};
 use super::{LoadedModel, ModelError};
 use crate::device::{parse_dtype, DeviceSpec};
-use crate::sampling::schedulers::SchedulerConfig;
+use crate::schedulers::SchedulerConfig;
 use candle_core::{DType, Device};
 use std::path::Path;
 
@@ -131,7 +131,7 @@ pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel,
     };
     Ok(LoadedModel {
         name: model.to_string(),
-        dit,
+        model: super::AnyModel::Dit(dit),
         device,
         dtype,
         scheduler_config,
@@ -180,7 +180,10 @@ mod tests {
             .expect("the default model is built in");
         assert_eq!(default.config().unwrap(), scenes_dit_config());
         let loaded = load_model(DEFAULT_MODEL, "f32", "cpu").unwrap();
-        assert_eq!(loaded.dit.config().num_layers, 12);
+        assert_eq!(
+            loaded.model.as_dit().expect("a DiT").config().num_layers,
+            12
+        );
     }
 
     #[test]

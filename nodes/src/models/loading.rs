@@ -8,7 +8,7 @@ use super::dit::{DiT, DiTConfig};
 use super::{pytorch, ModelError};
 use crate::memory::{available_bytes, show_bytes};
 use crate::safe_io;
-use crate::sampling::schedulers::SchedulerConfig;
+use crate::schedulers::SchedulerConfig;
 use candle_core::safetensors::{MmapedSafetensors, SliceSafetensors};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;

@@ -1,19 +1,132 @@
 //! Model architectures (DiT now) and loading them from checkpoint folders or built-in names.
+//! [`AnyModel`] is the one place that dispatches over model families; everything else is
+//! generic over the block contract ([`blocks::BlockTransformer`]).
 
+pub mod blocks;
 pub mod builtin;
 pub mod dit;
 pub mod loading;
 pub mod pytorch;
+pub mod two_list;
 
-use crate::sampling::schedulers::{SchedulerConfig, SchedulerConfigError};
-use candle_core::{DType, Device};
+use crate::schedulers::{SchedulerConfig, SchedulerConfigError};
+use blocks::{BlockAt, BlockList, BlockTransformer, Conditioning, LatentSpec, Streams};
+use candle_core::{DType, Device, Tensor};
+
+/// A model of any supported family.
+#[derive(Debug, Clone)]
+pub enum AnyModel {
+    Dit(dit::DiT),
+}
+
+/// The per-call state of whichever family runs.
+#[derive(Debug, Clone)]
+pub enum AnyCall {
+    Dit(dit::DiTCall),
+}
+
+impl AnyModel {
+    /// The family's name, for messages.
+    pub fn family(&self) -> &'static str {
+        match self {
+            AnyModel::Dit(_) => "DiT",
+        }
+    }
+
+    /// The DiT, for the work only a DiT does (training, the DiT benchmarks).
+    pub fn as_dit(&self) -> Option<&dit::DiT> {
+        match self {
+            AnyModel::Dit(m) => Some(m),
+        }
+    }
+
+    /// Blocks over every list.
+    pub fn num_blocks(&self) -> usize {
+        blocks::total_blocks(self.block_lists())
+    }
+}
+
+impl BlockTransformer for AnyModel {
+    type Call = AnyCall;
+
+    fn block_lists(&self) -> &[BlockList] {
+        match self {
+            AnyModel::Dit(m) => m.block_lists(),
+        }
+    }
+
+    fn latent(&self) -> LatentSpec {
+        match self {
+            AnyModel::Dit(m) => m.latent(),
+        }
+    }
+
+    fn device(&self) -> &Device {
+        match self {
+            AnyModel::Dit(m) => BlockTransformer::device(m),
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            AnyModel::Dit(m) => BlockTransformer::dtype(m),
+        }
+    }
+
+    fn embed(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        cond: &Conditioning,
+    ) -> candle_core::Result<(Streams, AnyCall)> {
+        match self {
+            AnyModel::Dit(m) => {
+                let (s, c) = BlockTransformer::embed(m, x, timesteps, cond)?;
+                Ok((s, AnyCall::Dit(c)))
+            }
+        }
+    }
+
+    fn block(
+        &self,
+        at: BlockAt,
+        streams: &Streams,
+        call: &AnyCall,
+    ) -> candle_core::Result<Streams> {
+        match (self, call) {
+            (AnyModel::Dit(m), AnyCall::Dit(c)) => BlockTransformer::block(m, at, streams, c),
+        }
+    }
+
+    fn finish(&self, streams: &Streams, call: &AnyCall) -> candle_core::Result<Tensor> {
+        match (self, call) {
+            (AnyModel::Dit(m), AnyCall::Dit(c)) => BlockTransformer::finish(m, streams, c),
+        }
+    }
+
+    fn null_conditioning(&self, batch: usize) -> candle_core::Result<Conditioning> {
+        match self {
+            AnyModel::Dit(m) => m.null_conditioning(batch),
+        }
+    }
+
+    fn modulated_input(
+        &self,
+        streams: &Streams,
+        call: &AnyCall,
+    ) -> candle_core::Result<Option<Tensor>> {
+        match (self, call) {
+            (AnyModel::Dit(m), AnyCall::Dit(c)) => m.modulated_input(streams, c),
+        }
+    }
+}
 
 /// A loaded model, shared between nodes (node reuse keeps it across runs).
 #[derive(Debug)]
 pub struct LoadedModel {
     /// Built-in name or folder, as the user gave it.
     pub name: String,
-    pub dit: dit::DiT,
+    pub model: AnyModel,
     pub device: Device,
     pub dtype: DType,
     /// The scheduler fields the Sampler builds its scheduler class from: the pipeline's

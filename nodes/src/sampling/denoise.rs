@@ -2,15 +2,15 @@
 //! (batched) or as two calls per step (separate), the learned-sigma split, the scheduler
 //! update, and one hook around every transformer call.
 
-use super::hook::{CallInfo, TransformerHook};
-use super::schedulers::{SchedulerConfig, SchedulerKind};
 use super::SamplingError;
+use crate::cache::hook::{CallInfo, TransformerHook};
 use crate::cache::CfgBranch;
-use crate::exec::events::StepProgress;
 use crate::image::convert::image_from_tensor;
 use crate::image::RgbImage;
-use crate::models::dit::DiT;
+use crate::models::blocks::{BlockTransformer, Conditioning};
 use crate::rng::Rng;
+use crate::sampling::progress::StepProgress;
+use crate::schedulers::{SchedulerConfig, SchedulerKind};
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,8 +106,11 @@ fn candle(context: &'static str) -> impl FnOnce(candle_core::Error) -> SamplingE
 }
 
 /// Checks settings against the model; the error names the field at fault.
-pub fn check_settings(model: &DiT, s: &SampleSettings) -> Result<(usize, usize), SamplingError> {
-    let cfg = model.config();
+pub fn check_settings<M: BlockTransformer + ?Sized>(
+    model: &M,
+    s: &SampleSettings,
+) -> Result<(usize, usize), SamplingError> {
+    let latent = model.latent();
     let invalid = |field: &'static str, message: String| SamplingError::Invalid { field, message };
     if s.class_labels.is_empty() {
         return Err(invalid(
@@ -115,24 +118,24 @@ pub fn check_settings(model: &DiT, s: &SampleSettings) -> Result<(usize, usize),
             "at least one class label is needed".into(),
         ));
     }
-    if let Some(&bad) = s
-        .class_labels
-        .iter()
-        .find(|&&c| c as usize >= cfg.num_classes())
-    {
+    let classes = latent.classes.unwrap_or(0);
+    if let Some(&bad) = s.class_labels.iter().find(|&&c| c as usize >= classes) {
         return Err(invalid(
             "class_label",
-            format!(
-                "class {bad} is out of range: this model has classes 0..{}",
-                cfg.num_classes() - 1
-            ),
+            match classes {
+                0 => format!("class {bad}: this model takes no class labels"),
+                n => format!(
+                    "class {bad} is out of range: this model has classes 0..{}",
+                    n - 1
+                ),
+            },
         ));
     }
     if s.steps == 0 {
         return Err(invalid("steps", "at least one step is needed".into()));
     }
-    let (h, w) = s.size.unwrap_or((cfg.sample_size, cfg.sample_size));
-    let p = cfg.patch_size;
+    let (h, w) = s.size.unwrap_or(latent.sample_size);
+    let p = latent.multiple;
     if h == 0 || w == 0 || h % p != 0 || w % p != 0 {
         return Err(invalid(
             "size",
@@ -143,18 +146,13 @@ pub fn check_settings(model: &DiT, s: &SampleSettings) -> Result<(usize, usize),
 }
 
 /// The initial noise for `settings` (unscaled standard normal, f32, on `device`).
-pub fn initial_noise(
-    model: &DiT,
+pub fn initial_noise<M: BlockTransformer + ?Sized>(
+    model: &M,
     settings: &SampleSettings,
     device: &Device,
 ) -> Result<Tensor, SamplingError> {
     let (h, w) = check_settings(model, settings)?;
-    let shape = (
-        settings.class_labels.len(),
-        model.config().in_channels,
-        h,
-        w,
-    );
+    let shape = (settings.class_labels.len(), model.latent().channels, h, w);
     Rng::new(settings.seed)
         .randn(shape, device)
         .map_err(candle("drawing noise"))
@@ -162,17 +160,16 @@ pub fn initial_noise(
 
 /// Runs the whole loop from `noise` (see [`initial_noise`]). `on_step` sees each finished step
 /// and may stop the loop (cancel), which returns `SamplingError::Cancelled`.
-pub fn denoise(
-    model: &DiT,
+pub fn denoise<M: BlockTransformer + ?Sized>(
+    model: &M,
     settings: &SampleSettings,
     noise: &Tensor,
-    hook: &mut dyn TransformerHook,
+    hook: &mut dyn TransformerHook<M>,
     on_step: &mut dyn FnMut(&StepProgress) -> Flow,
 ) -> Result<SampleResult, SamplingError> {
     check_settings(model, settings)?;
     let device = model.device().clone();
-    let cfg = model.config();
-    let channels = cfg.in_channels;
+    let channels = model.latent().channels;
     let batch = settings.class_labels.len();
     let use_cfg = settings.guidance > 1.0;
 
@@ -182,20 +179,17 @@ pub fn denoise(
     let timesteps = scheduler.timesteps().to_vec();
     let total = timesteps.len();
 
-    let null_class = cfg.num_classes() as u32;
-    let tensor = |labels: Vec<u32>| {
-        let n = labels.len();
-        Tensor::from_vec(labels, n, &device).map_err(candle("labels"))
-    };
-    let cond_labels = tensor(settings.class_labels.clone())?;
-    let null_labels = tensor(vec![null_class; batch])?;
-    // Batched: conditional half first, then the null class, as DiTPipeline.
-    let batched_labels = if use_cfg {
-        let mut both = settings.class_labels.clone();
-        both.extend(std::iter::repeat_n(null_class, batch));
-        tensor(both)?
+    let labels = Tensor::from_vec(settings.class_labels.clone(), batch, &device)
+        .map_err(candle("labels"))?;
+    let cond = Conditioning::Class(labels);
+    let null = model
+        .null_conditioning(batch)
+        .map_err(candle("null conditioning"))?;
+    // Batched: conditional half first, then the null conditioning, as DiTPipeline.
+    let batched = if use_cfg {
+        Conditioning::cat(&cond, &null).map_err(candle("labels"))?
     } else {
-        cond_labels.clone()
+        cond.clone()
     };
     let separate = use_cfg && settings.cfg_mode == CfgMode::Separate;
 
@@ -220,10 +214,10 @@ pub fn denoise(
             branch,
         };
         // One transformer call; returns the noise prediction (learned-sigma channels dropped).
-        let mut call = |x_in: &Tensor, labels: &Tensor, branch| {
-            let n = labels.dims1().map_err(candle("labels"))?;
+        let mut call = |x_in: &Tensor, cond: &Conditioning, branch| {
+            let n = cond.batch().map_err(candle("labels"))?;
             let t_batch = Tensor::full(t as f32, n, &device).map_err(candle("timesteps"))?;
-            hook.call(model, &info(branch), x_in, &t_batch, labels)
+            hook.call(model, &info(branch), x_in, &t_batch, cond)
                 .map_err(candle("transformer call"))?
                 .to_dtype(work)
                 .map_err(candle("model output"))?
@@ -234,15 +228,15 @@ pub fn denoise(
             let x_in = scheduler
                 .scale_model_input(&x, i)
                 .map_err(candle("scale_model_input"))?;
-            let cond = call(&x_in, &cond_labels, CfgBranch::Cond)?;
-            let uncond = call(&x_in, &null_labels, CfgBranch::Uncond)?;
+            let cond = call(&x_in, &cond, CfgBranch::Cond)?;
+            let uncond = call(&x_in, &null, CfgBranch::Uncond)?;
             (cond, Some(uncond))
         } else if use_cfg {
             let model_in = Tensor::cat(&[&x, &x], 0).map_err(candle("CFG batch"))?;
             let model_in = scheduler
                 .scale_model_input(&model_in, i)
                 .map_err(candle("scale_model_input"))?;
-            let eps = call(&model_in, &batched_labels, CfgBranch::Batched)?;
+            let eps = call(&model_in, &batched, CfgBranch::Batched)?;
             let cond = eps.narrow(0, 0, batch).map_err(candle("CFG split"))?;
             let uncond = eps.narrow(0, batch, batch).map_err(candle("CFG split"))?;
             (cond, Some(uncond))
@@ -250,7 +244,7 @@ pub fn denoise(
             let x_in = scheduler
                 .scale_model_input(&x, i)
                 .map_err(candle("scale_model_input"))?;
-            (call(&x_in, &batched_labels, CfgBranch::Batched)?, None)
+            (call(&x_in, &batched, CfgBranch::Batched)?, None)
         };
         let eps = match uncond {
             Some(uncond) => {
@@ -300,8 +294,9 @@ pub fn denoise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::hook::PlainForward;
     use crate::models::builtin::load_model;
-    use crate::sampling::hook::PlainForward;
+    use crate::models::AnyModel;
 
     #[test]
     fn first_and_last_steps_carry_a_preview_and_the_last_is_the_final_image() {
@@ -316,10 +311,10 @@ mod tests {
             scheduler_config: SchedulerConfig::default(),
             size: None,
         };
-        let noise = initial_noise(&model.dit, &s, &Device::Cpu).expect("noise");
+        let noise = initial_noise(&model.model, &s, &Device::Cpu).expect("noise");
         let mut previews = Vec::new();
-        let out = denoise(
-            &model.dit,
+        let out = denoise::<AnyModel>(
+            &model.model,
             &s,
             &noise,
             &mut PlainForward::default(),

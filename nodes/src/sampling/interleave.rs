@@ -4,11 +4,12 @@
 //! progress, and must reproduce its image bit for bit.
 
 use super::denoise::{denoise, Flow, SampleResult, SampleSettings};
-use super::hook::{PlainForward, TransformerHook};
 use super::measure::{process_cpu_ms, RunTime};
 use super::SamplingError;
-use crate::exec::events::{MeasurePhase, MeasureProgress, StepProgress};
-use crate::models::dit::DiT;
+use crate::cache::hook::{PlainForward, TransformerHook};
+use crate::models::blocks::{self, BlockTransformer, Conditioning};
+use crate::models::AnyModel;
+use crate::sampling::progress::{MeasurePhase, MeasureProgress, StepProgress};
 use candle_core::{DType, Tensor};
 
 /// What the rounds gave.
@@ -43,7 +44,7 @@ fn candle(context: &'static str) -> impl FnOnce(candle_core::Error) -> SamplingE
 /// One uncached forward on a batch of the run's largest shape, so that no timed run pays the
 /// first-call costs (allocations, kernel loading) alone.
 pub(crate) fn warm_up(
-    dit: &DiT,
+    model: &AnyModel,
     settings: &SampleSettings,
     noise: &Tensor,
 ) -> Result<(), SamplingError> {
@@ -52,9 +53,10 @@ pub(crate) fn warm_up(
     let t = Tensor::full(500f32, batch, noise.device()).map_err(candle("warm-up forward"))?;
     let labels =
         Tensor::zeros(batch, DType::U32, noise.device()).map_err(candle("warm-up forward"))?;
-    dit.forward(&x, &t, &labels)
+    blocks::forward(model, &x, &t, &Conditioning::Class(labels))
         .map_err(candle("warm-up forward"))?;
-    dit.device()
+    model
+        .device()
         .synchronize()
         .map_err(candle("warm-up forward"))
 }
@@ -73,16 +75,16 @@ pub(crate) fn bits(sample: &Tensor) -> Result<Vec<u32>, SamplingError> {
 /// through `cached`. The first cached round calls `on_live_step` on each step; every step of
 /// every run calls `on_progress`. Either may stop the loop (cancel).
 pub fn run_interleaved(
-    dit: &DiT,
+    model: &AnyModel,
     settings: &SampleSettings,
     noise: &Tensor,
-    cached: &mut dyn TransformerHook,
+    cached: &mut dyn TransformerHook<AnyModel>,
     rounds: usize,
     on_live_step: &mut dyn FnMut(&StepProgress) -> Flow,
     on_progress: &mut dyn FnMut(&MeasureProgress) -> Flow,
 ) -> Result<Interleaved, SamplingError> {
     let rounds = rounds.max(1);
-    warm_up(dit, settings, noise)?;
+    warm_up(model, settings, noise)?;
     let mut plain = PlainForward::default();
     let mut first: [Option<(SampleResult, Vec<u32>)>; 2] = [None, None];
     let mut live_peak_bytes = 0;
@@ -92,7 +94,7 @@ pub fn run_interleaved(
     for round in 0..rounds {
         for phase in round_order(round) {
             let live = phase == MeasurePhase::Cached && round == 0;
-            let hook: &mut dyn TransformerHook = match phase {
+            let hook: &mut dyn TransformerHook<AnyModel> = match phase {
                 MeasurePhase::Cached => &mut *cached,
                 MeasurePhase::Baseline => &mut plain,
             };
@@ -110,7 +112,7 @@ pub fn run_interleaved(
                 })
             };
             let cpu_before = process_cpu_ms();
-            let result = denoise(dit, settings, noise, hook, &mut on_step)?;
+            let result = denoise(model, settings, noise, hook, &mut on_step)?;
             let cpu_ms = process_cpu_ms()
                 .zip(cpu_before)
                 .map(|(after, before)| after - before);

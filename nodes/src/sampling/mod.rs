@@ -1,11 +1,10 @@
-//! Schedulers, the transformer-call hook and the denoise loop.
+//! The denoise loop, its progress reports, timing rounds and statistics.
 
 pub mod denoise;
-pub mod hook;
 pub mod interleave;
 pub mod latent_file;
 pub mod measure;
-pub mod schedulers;
+pub mod progress;
 pub mod stats;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,5 +23,5 @@ pub enum SamplingError {
     #[error("cancelled")]
     Cancelled,
     #[error(transparent)]
-    SchedulerConfig(#[from] schedulers::SchedulerConfigError),
+    SchedulerConfig(#[from] crate::schedulers::SchedulerConfigError),
 }

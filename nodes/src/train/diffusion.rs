@@ -12,7 +12,7 @@ use crate::models::dit::block::Kernels;
 use crate::models::dit::{DiT, DiTConfig};
 use crate::models::loading::save_dit;
 use crate::rng::Rng;
-use crate::sampling::schedulers::table::NoiseTable;
+use crate::schedulers::table::NoiseTable;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};

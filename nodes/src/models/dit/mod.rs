@@ -8,4 +8,4 @@ pub mod model;
 pub mod random;
 
 pub use config::DiTConfig;
-pub use model::{DiT, DiTState};
+pub use model::{DiT, DiTCall, DiTState};

@@ -4,14 +4,15 @@
 use super::block::{modulate, BlockDims, DiTBlock, Kernels, PlainLayerNorm};
 use super::config::DiTConfig;
 use super::embeddings::{timestep_projection, PatchEmbed};
+use crate::models::blocks::{
+    BlockAt, BlockList, BlockTransformer, Conditioning, LatentSpec, StreamPattern, Streams,
+};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
-/// What flows between blocks: the tokens plus the per-call conditioning inputs.
+/// What one call computes once and every block reads: the contract's `Call` for DiT.
 #[derive(Debug, Clone)]
-pub struct DiTState {
-    /// Tokens `[B, N, hidden]`.
-    pub hidden: Tensor,
+pub struct DiTCall {
     /// Timestep projection `[B, 256]` in the model dtype (shared by every block's embedder).
     t_proj: Tensor,
     /// Class labels `[B]` (u32); the null class is `num_classes`.
@@ -20,19 +21,25 @@ pub struct DiTState {
     grid: (usize, usize),
 }
 
+/// What flows between blocks: the tokens plus the per-call conditioning inputs.
+#[derive(Debug, Clone)]
+pub struct DiTState {
+    /// Tokens `[B, N, hidden]`.
+    pub hidden: Tensor,
+    call: DiTCall,
+}
+
 impl DiTState {
     /// The same call with other tokens (e.g. after adding a cached residual).
     pub fn with_hidden(&self, hidden: Tensor) -> DiTState {
         DiTState {
             hidden,
-            t_proj: self.t_proj.clone(),
-            labels: self.labels.clone(),
-            grid: self.grid,
+            call: self.call.clone(),
         }
     }
 
     pub fn grid(&self) -> (usize, usize) {
-        self.grid
+        self.call.grid
     }
 }
 
@@ -44,6 +51,8 @@ pub struct DiT {
     norm_out: PlainLayerNorm,
     proj_out_1: Linear,
     proj_out_2: Linear,
+    /// One list: `transformer_blocks`, image tokens only.
+    lists: [BlockList; 1],
     dtype: DType,
     device: Device,
 }
@@ -81,6 +90,11 @@ impl DiT {
                 patch * patch * config.out_channels(),
                 vb.pp("proj_out_2"),
             )?,
+            lists: [BlockList {
+                name: "transformer_blocks",
+                len: config.num_layers,
+                pattern: StreamPattern::Hidden,
+            }],
             dtype: vb.dtype(),
             device: vb.device().clone(),
             config: config.clone(),
@@ -131,38 +145,48 @@ impl DiT {
         let t_proj = timestep_projection(timesteps)?.to_dtype(self.dtype)?;
         Ok(DiTState {
             hidden,
-            t_proj,
-            labels: labels.to_dtype(DType::U32)?,
-            grid: (h / p, w / p),
+            call: DiTCall {
+                t_proj,
+                labels: labels.to_dtype(DType::U32)?,
+                grid: (h / p, w / p),
+            },
         })
     }
 
     /// Runs block `i` on the state's tokens and returns the new tokens.
     pub fn block(&self, i: usize, state: &DiTState) -> Result<Tensor> {
+        self.run_block(i, &state.hidden, &state.call)
+    }
+
+    fn run_block(&self, i: usize, hidden: &Tensor, call: &DiTCall) -> Result<Tensor> {
         let block = self
             .blocks
             .get(i)
             .ok_or_else(|| candle_core::Error::msg(format!("DiT has no block {i}")))?;
-        block.forward(&state.hidden, &state.t_proj, &state.labels)
+        block.forward(hidden, &call.t_proj, &call.labels)
     }
 
     /// Final adaLN modulation, projection and unpatchify: `[B, out_channels, H, W]`.
     pub fn finish(&self, state: &DiTState) -> Result<Tensor> {
+        self.head(&state.hidden, &state.call)
+    }
+
+    fn head(&self, hidden: &Tensor, call: &DiTCall) -> Result<Tensor> {
         let first = self
             .blocks
             .first()
             .ok_or_else(|| candle_core::Error::msg("DiT has no blocks"))?;
         // diffusers takes the output conditioning from block 0's embedder.
-        let cond = first.emb.forward(&state.t_proj, &state.labels)?;
+        let cond = first.emb.forward(&call.t_proj, &call.labels)?;
         let mods = self
             .proj_out_1
             .forward(&cond.silu()?)?
             .chunk(2, D::Minus1)?;
         let (shift, scale) = (&mods[0], &mods[1]);
-        let x = modulate(&self.norm_out.forward(&state.hidden)?, shift, scale)?;
+        let x = modulate(&self.norm_out.forward(hidden)?, shift, scale)?;
         let x = self.proj_out_2.forward(&x)?;
         let (b, _, _) = x.dims3()?;
-        let (h, w) = state.grid;
+        let (h, w) = call.grid;
         let p = self.config.patch_size;
         let c = self.config.out_channels();
         // "nhwpqc -> nchpwq"
@@ -179,5 +203,63 @@ impl DiT {
             state = state.with_hidden(hidden);
         }
         self.finish(&state)
+    }
+}
+
+/// DiT on the block contract: one image-only list, `transformer_blocks`.
+impl BlockTransformer for DiT {
+    type Call = DiTCall;
+
+    fn block_lists(&self) -> &[BlockList] {
+        &self.lists
+    }
+
+    fn latent(&self) -> LatentSpec {
+        let c = &self.config;
+        LatentSpec {
+            channels: c.in_channels,
+            sample_size: (c.sample_size, c.sample_size),
+            multiple: c.patch_size,
+            classes: Some(c.num_classes()),
+        }
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn embed(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        cond: &Conditioning,
+    ) -> Result<(Streams, DiTCall)> {
+        let Conditioning::Class(labels) = cond;
+        let state = DiT::embed(self, x, timesteps, labels)?;
+        Ok((Streams::image(state.hidden), state.call))
+    }
+
+    fn block(&self, at: BlockAt, streams: &Streams, call: &DiTCall) -> Result<Streams> {
+        Ok(Streams {
+            hidden: self.run_block(at.index, &streams.hidden, call)?,
+            encoder: streams.encoder.clone(),
+        })
+    }
+
+    fn finish(&self, streams: &Streams, call: &DiTCall) -> Result<Tensor> {
+        self.head(&streams.hidden, call)
+    }
+
+    fn null_conditioning(&self, batch: usize) -> Result<Conditioning> {
+        let null = self.config.num_classes() as u32;
+        Ok(Conditioning::Class(Tensor::from_vec(
+            vec![null; batch],
+            batch,
+            &self.device,
+        )?))
     }
 }

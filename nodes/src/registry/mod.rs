@@ -1,11 +1,15 @@
 //! The plugin API: each node kind declares its ports and params and knows how to run.
 //!
 //! Adding a kind = one file in `kinds/` implementing [`NodeKind`] plus one line in
-//! [`Registry::builtin`].
+//! [`Registry::builtin`] (in `kinds/mod.rs`, so that the registry does not depend on the kinds).
+//! The registry owns what a kind sees of a run: [`NodeContext`], [`Data`] and [`NodeError`].
 
-use crate::exec::context::NodeContext;
-use crate::exec::data::Data;
+pub mod context;
+pub mod data;
+
 use crate::graph::document::Value;
+pub use context::NodeContext;
+pub use data::Data;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -431,19 +435,6 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in kinds. Add one line here per new kind.
-    pub fn builtin() -> Self {
-        let mut registry = Registry::default();
-        registry.register(crate::kinds::load_model::LoadModel);
-        registry.register(crate::kinds::sampler::Sampler);
-        registry.register(crate::kinds::save_image::SaveImage);
-        registry.register(crate::kinds::cache_config::CacheDitConfig);
-        registry.register(crate::kinds::detailed_stats::DetailedStats);
-        registry.register(crate::kinds::compare::Compare);
-        registry.register(crate::kinds::sweep::Sweep);
-        registry
-    }
-
     pub fn register(&mut self, kind: impl NodeKind + 'static) {
         let spec = kind.spec();
         self.kinds.insert(spec.name, (spec, Arc::new(kind)));

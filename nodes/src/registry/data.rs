@@ -1,10 +1,10 @@
 //! Data flowing along links between nodes. Cheap to clone (shared), so node reuse can keep it.
 
+use super::{NodeError, PortType};
 use crate::cache::StepCacheConfig;
 use crate::compare::Comparison;
 use crate::image::RgbImage;
 use crate::models::LoadedModel;
-use crate::registry::{NodeError, PortType};
 use crate::sampling::stats::SamplerStats;
 use std::sync::Arc;
 
