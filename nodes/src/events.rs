@@ -1,6 +1,6 @@
 //! Events the executor sends back while it runs a workflow, each tagged with its run id.
 
-use crate::graph::document::NodeId;
+use crate::document::NodeId;
 pub use crate::sampling::progress::{MeasurePhase, MeasureProgress, StepProgress};
 use crate::sampling::stats::SamplerStats;
 use std::path::PathBuf;

@@ -4,7 +4,8 @@
 pub mod cache;
 pub mod compare;
 pub mod dataset;
-pub mod device;
+pub mod document;
+pub use models::device;
 pub mod eval;
 pub mod events;
 pub mod exec;

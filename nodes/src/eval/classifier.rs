@@ -1,8 +1,8 @@
 //! A small CNN that labels 32×32 scene images with one of the ten dataset classes: three
 //! 3×3 conv + ReLU + 2×2 max-pool stages (32, 64, 128 channels), global average pool, linear.
 
+use crate::image::convert::rgb_to_chw;
 use crate::image::RgbImage;
-use crate::train::batch::rgb_to_chw;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use std::path::Path;

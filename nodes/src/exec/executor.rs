@@ -3,8 +3,8 @@
 
 use super::memo::node_key;
 use super::message;
+use crate::document::{NodeId, Workflow};
 use crate::events::{Event, RunId, RunOutcome};
-use crate::graph::document::{NodeId, Workflow};
 use crate::graph::preflight::preflight;
 use crate::graph::ron_io::to_ron_string;
 use crate::graph::topo::topological_order;
@@ -289,7 +289,7 @@ impl Worker {
         let mut inputs = Inputs::default();
         let mut upstream = Vec::new();
         for port in &spec.inputs {
-            let target = crate::graph::document::PortRef::new(id, port.name);
+            let target = crate::document::PortRef::new(id, port.name);
             let Some(link) = wf.link_into(&target) else {
                 continue;
             };

@@ -1,7 +1,7 @@
 //! Node reuse: a node's key hashes its kind, resolved params and upstream keys, so a node
 //! whose key is unchanged since the last run is not run again.
 
-use crate::graph::document::Value;
+use crate::document::Value;
 use crate::registry::Params;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

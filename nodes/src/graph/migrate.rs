@@ -1,7 +1,7 @@
 //! Format upgrades: every older `.ron` workflow version is brought up to [`FORMAT_VERSION`] here.
 
-use super::document::{Workflow, FORMAT_VERSION};
 use super::GraphError;
+use crate::document::{Workflow, FORMAT_VERSION};
 
 /// Upgrades a freshly parsed workflow to [`FORMAT_VERSION`].
 ///

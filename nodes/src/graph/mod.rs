@@ -1,6 +1,8 @@
 //! The workflow document, its `.ron` form and its validation.
 
-pub mod document;
+// The workflow document is its own top-level module (the registry reads its values without
+// depending on validation); this keeps `graph::document` paths working.
+pub use crate::document;
 pub mod migrate;
 pub mod preflight;
 pub mod ron_io;

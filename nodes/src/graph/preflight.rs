@@ -2,9 +2,9 @@
 //! [`NodeKind::preflight`](crate::registry::NodeKind::preflight) in topological order, with
 //! what is known of each model handed down its links (no weights are read).
 
-use super::document::{NodeId, Workflow};
 use super::topo::topological_order;
 use super::validate::{label as describe, resolve_params, ValidationError};
+use crate::document::{NodeId, Workflow};
 use crate::registry::{ModelFacts, PortType, PreflightContext, Registry};
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,7 +20,7 @@ pub fn preflight(
     let Ok(order) = topological_order(wf) else {
         return Ok(());
     };
-    let nodes: HashMap<NodeId, &super::document::Node> =
+    let nodes: HashMap<NodeId, &crate::document::Node> =
         wf.nodes.iter().map(|n| (n.id, n)).collect();
     let links_into: HashMap<(NodeId, &str), NodeId> = wf
         .links

@@ -16,8 +16,8 @@
 //! )
 //! ```
 
-use super::document::Workflow;
 use super::{migrate, GraphError};
+use crate::document::Workflow;
 use ron::error::Span;
 use ron::extensions::Extensions;
 use ron::ser::PrettyConfig;
@@ -236,7 +236,7 @@ mod tests {
         assert_eq!(comments_of(&text).header, "// kept\n");
         assert_eq!(load_workflow(&path).expect("load"), wf);
     }
-    use crate::graph::document::{Link, Node, NodeId, PortRef, Value, FORMAT_VERSION};
+    use crate::document::{Link, Node, NodeId, PortRef, Value, FORMAT_VERSION};
 
     const EXAMPLE: &str = r#"(
     version: 1,

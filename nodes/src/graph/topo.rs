@@ -1,6 +1,6 @@
 //! Run order of a workflow's nodes (Kahn's algorithm) and cycle detection.
 
-use super::document::{NodeId, Workflow};
+use crate::document::{NodeId, Workflow};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
@@ -141,7 +141,7 @@ pub fn cycles(wf: &Workflow) -> Vec<Vec<NodeId>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::document::{Link, Node, PortRef};
+    use crate::document::{Link, Node, PortRef};
 
     fn wf(ids: &[u64], links: &[(u64, u64)]) -> Workflow {
         Workflow {

@@ -1,8 +1,8 @@
 //! Checks a workflow against the registry (kinds, params, ports, link types, cycles) and
 //! resolves each node's params.
 
-use super::document::{Node, NodeId, PortRef, Workflow};
 use super::topo;
+use crate::document::{Node, NodeId, PortRef, Workflow};
 use crate::registry::{KindSpec, Params, PortType, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -454,8 +454,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::document::{Link, Value};
     use crate::exec::context::NodeContext;
-    use crate::graph::document::{Link, Value};
     use crate::registry::{Inputs, NodeError, NodeKind, Outputs, ParamSpec, PortSpec};
 
     /// Outputs a model and an image.

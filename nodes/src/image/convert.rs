@@ -170,6 +170,18 @@ fn shape_error(t: &Tensor, message: String) -> ImageError {
     }
 }
 
+/// Converts RGB bytes (row-major, 3 per pixel) to CHW floats in `[-1, 1]`.
+pub fn rgb_to_chw(pixels: &[u8], size: usize, out: &mut Vec<f32>) {
+    let plane = size * size;
+    let start = out.len();
+    out.resize(start + 3 * plane, 0.0);
+    for (i, px) in pixels.chunks_exact(3).enumerate().take(plane) {
+        for (c, &v) in px.iter().enumerate() {
+            out[start + c * plane + i] = v as f32 / 127.5 - 1.0;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

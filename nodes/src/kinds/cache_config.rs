@@ -273,7 +273,7 @@ impl NodeKind for CacheDitConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::document::Value;
+    use crate::document::Value;
 
     fn params(overrides: &[(&str, Value)]) -> Params {
         let spec = CacheDitConfig.spec();

@@ -3,8 +3,8 @@
 //! comparison Compare makes (shared reference, same noise, rotating rounds).
 
 use crate::compare::Cell;
+use crate::document::Value;
 use crate::exec::context::NodeContext;
-use crate::graph::document::Value;
 use crate::kinds::cache_config::{config_from_params, CacheDitConfig};
 use crate::kinds::compare::{compare_cells, sample_params};
 use crate::registry::{

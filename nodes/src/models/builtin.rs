@@ -1,11 +1,11 @@
 //! Models that ship with the app and are found by name, and the one entry point that loads a
 //! model from a built-in name or a checkpoint path.
 
+use super::device::{parse_dtype, DeviceSpec};
 use super::dit::DiT;
 use super::dit::{random, DiTConfig};
 use super::loading::{dit_from_tensors, load_checkpoint, locate, parse_config, read_config};
 use super::{LoadedModel, ModelError};
-use crate::device::{parse_dtype, DeviceSpec};
 use crate::schedulers::SchedulerConfig;
 use candle_core::{DType, Device};
 use std::path::Path;

@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod builtin;
+pub mod device;
 pub mod dit;
 pub mod loading;
 pub mod pytorch;

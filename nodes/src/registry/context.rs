@@ -1,8 +1,8 @@
 //! What a running node can see and do: its ids, the event channel, cancellation, output folder.
 
 use super::NodeError;
+use crate::document::NodeId;
 use crate::events::{Event, MeasureProgress, RunId, StepProgress};
-use crate::graph::document::NodeId;
 use crate::sampling::stats::SamplerStats;
 use crossbeam_channel::Sender;
 use std::path::Path;

@@ -7,7 +7,7 @@
 pub mod context;
 pub mod data;
 
-use crate::graph::document::Value;
+use crate::document::Value;
 pub use context::NodeContext;
 pub use data::Data;
 use std::collections::BTreeMap;

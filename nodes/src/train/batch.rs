@@ -2,6 +2,7 @@
 //! resumed run sees exactly the batches the uninterrupted run would have seen.
 
 use crate::dataset::scenes;
+use crate::image::convert::rgb_to_chw;
 use crate::rng::Rng;
 use candle_core::{Device, Result, Tensor};
 
@@ -12,18 +13,6 @@ pub struct SceneBatch {
     pub labels: Tensor,
     /// The labels as plain numbers (for bookkeeping without a device read).
     pub label_values: Vec<u32>,
-}
-
-/// Converts RGB bytes (row-major, 3 per pixel) to CHW floats in `[-1, 1]`.
-pub fn rgb_to_chw(pixels: &[u8], size: usize, out: &mut Vec<f32>) {
-    let plane = size * size;
-    let start = out.len();
-    out.resize(start + 3 * plane, 0.0);
-    for (i, px) in pixels.chunks_exact(3).enumerate().take(plane) {
-        for (c, &v) in px.iter().enumerate() {
-            out[start + c * plane + i] = v as f32 / 127.5 - 1.0;
-        }
-    }
 }
 
 /// Draws batch number `step` of a stream seeded by `seed`: uniform classes, fresh scene seeds.

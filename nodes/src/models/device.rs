@@ -1,7 +1,7 @@
 //! Device and dtype selection from the strings users write: `cpu`, `cuda`, `cuda:N`;
 //! `auto`, `f32`, `f16`, `bf16`.
 
-use crate::models::ModelError;
+use super::ModelError;
 use candle_core::{DType, Device};
 
 /// Where a model runs, as written in a workflow.
