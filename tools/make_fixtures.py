@@ -14,10 +14,23 @@ What it makes (everything under ``nodes/tests/fixtures/``, overwritten on every 
                        to every scheduler step, and the timesteps / sigmas used.
 * ``schedulers.json``  timestep / sigma tables of DDIM, DPM-Solver++ and Euler for a few
                        step counts, plus ``alphas_cumprod``.
+* ``vae_4/``, ``vae_16/``  tiny random ``AutoencoderKL``s: 4 latent channels (SD / DiT
+                       style, with quant convs) and 16 (FLUX style: no quant convs,
+                       ``shift_factor``), saved as safetensors.
+* ``vae_decode.safetensors``  their decodes of seeded latents, plain and tiled
+                       (``enable_tiling``, latents larger than one tile).
+* ``dit_pipeline/``    a whole tiny ``DiTPipeline`` folder (``model_index.json``,
+                       ``transformer/``, ``vae/``, ``scheduler/``) and
+                       ``sample_dit_pipeline.safetensors``: the real pipeline's run on it, its
+                       final latents and the RGB image its VAE made.
 * ``README.md``        the list of files and tensors (generated from what was written).
 
 Everything runs on the CPU in float32 with one thread, fixed seeds and
-``torch.use_deterministic_algorithms(True)``; running it twice gives byte-identical files.
+``torch.use_deterministic_algorithms(True)``; running it twice on one machine gives
+byte-identical files. Another CPU (other SIMD kernels in torch) may differ in the last bits
+(measured: up to 1.3e-6 on a forward, 6.7e-4 on a 1155-magnitude sample); the committed DiT
+fixtures are from the machine that first made them and were kept when the VAE fixtures were
+added.
 
 How to run (from the repository root)::
 
@@ -45,6 +58,7 @@ import torch
 
 import diffusers
 from diffusers import (
+    AutoencoderKL,
     DDIMScheduler,
     DiTPipeline,
     DiTTransformer2DModel,
@@ -751,6 +765,145 @@ def package_versions() -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# VAE and a whole DiT pipeline
+# --------------------------------------------------------------------------------------------
+
+VAE_CONFIGS = {
+    "vae_4": dict(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=4, sample_size=16, scaling_factor=0.18215,
+    ),
+    "vae_16": dict(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=4, sample_size=16, scaling_factor=0.3611,
+        shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+    ),
+}
+VAE_WEIGHT_SEED = 3000
+VAE_INPUT_SEED = 43
+
+
+def build_vae(name: str) -> AutoencoderKL:
+    torch.manual_seed(VAE_WEIGHT_SEED + len(name))
+    vae = AutoencoderKL(**VAE_CONFIGS[name])
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(WEIGHT_NOISE * torch.randn_like(p))
+    vae.eval()
+    return vae
+
+
+def unscale(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """What a pipeline feeds the decoder: DiT/SD ``1 / scaling_factor * latents``, FLUX
+    ``latents / scaling_factor + shift_factor``."""
+    shift = vae.config.shift_factor
+    if shift is None:
+        return 1 / vae.config.scaling_factor * latents
+    return latents / vae.config.scaling_factor + shift
+
+
+@torch.no_grad()
+def vae_fixtures() -> dict[str, AutoencoderKL]:
+    vaes = {}
+    tensors = {}
+    for name in VAE_CONFIGS:
+        vae = build_vae(name)
+        shutil.rmtree(OUT / name, ignore_errors=True)
+        vae.save_pretrained(OUT / name, safe_serialization=True)
+        check_state_dicts_equal(vae, AutoencoderKL.from_pretrained(OUT / name))
+        vaes[name] = vae
+        c = vae.config.latent_channels
+        gen = torch.Generator().manual_seed(VAE_INPUT_SEED)
+        plain = torch.randn((2, c, 8, 8), generator=gen, dtype=torch.float32)
+        # 12x12 latents with 8-latent tiles: a 2x2 grid of overlapping tiles, blended.
+        large = torch.randn((1, c, 12, 10), generator=gen, dtype=torch.float32)
+        vae.disable_tiling()
+        tensors[f"{name}.latents"] = plain
+        tensors[f"{name}.decoded"] = vae.decode(unscale(vae, plain)).sample
+        tensors[f"{name}.untiled_large"] = vae.decode(unscale(vae, large)).sample
+        vae.enable_tiling()
+        assert vae.tile_latent_min_size == 8 and vae.tile_sample_min_size == 16
+        tensors[f"{name}.large_latents"] = large
+        tensors[f"{name}.tiled_large"] = vae.decode(unscale(vae, large)).sample
+        vae.disable_tiling()
+    write_safetensors(
+        OUT / "vae_decode.safetensors",
+        tensors,
+        {
+            "produced_by": "diffusers.AutoencoderKL.decode (tiled: enable_tiling)",
+            "input": "latents as the transformer gives them; the decoder gets unscale(latents)",
+            "unscale": "1 / scaling_factor * latents, or latents / scaling_factor + shift_factor",
+            "output": "images in [-1, 1] (before the pipelines' /2 + 0.5)",
+        },
+    )
+    return vaes
+
+
+class RecordingVAE(torch.nn.Module):
+    """The real VAE, recording what the pipeline hands to ``decode``."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+        self.decoded: list[torch.Tensor] = []
+
+    @property
+    def config(self):
+        return self.vae.config
+
+    @property
+    def device(self):
+        return self.vae.device
+
+    def decode(self, latents):
+        self.decoded.append(latents.clone())
+        return self.vae.decode(latents)
+
+
+@torch.no_grad()
+def pipeline_fixture(latent_model: DiTTransformer2DModel, vae: AutoencoderKL) -> dict:
+    folder = OUT / "dit_pipeline"
+    shutil.rmtree(folder, ignore_errors=True)
+    DiTPipeline(transformer=latent_model, vae=vae, scheduler=DPMSolverMultistepScheduler()).save_pretrained(
+        folder, safe_serialization=True
+    )
+    class_labels, seed, steps, guidance = [2, 7], 5, 12, 4.0
+    scheduler = DPMSolverMultistepScheduler.from_pretrained(folder / "scheduler")
+    recording = RecordingVAE(vae)
+    pipe = DiTPipeline(transformer=NullClassRemap(latent_model), vae=recording, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        class_labels=class_labels,
+        guidance_scale=guidance,
+        generator=torch.Generator().manual_seed(seed),
+        num_inference_steps=steps,
+        output_type="np",
+    ).images
+    assert len(recording.decoded) == 1
+    tensors = {
+        "noise": make_noise((2, 4, 8, 8), seed),
+        "class_labels": torch.tensor(class_labels, dtype=torch.int64),
+        # what left the denoise loop: the decoder got 1 / scaling_factor times this
+        "latents": recording.decoded[0] * vae.config.scaling_factor,
+        "decoder_input": recording.decoded[0],
+        "image": torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32),
+    }
+    meta = {
+        "pipeline": "dit_pipeline",
+        "num_inference_steps": str(steps),
+        "seed": str(seed),
+        "guidance_scale": repr(guidance),
+        "class_labels": json.dumps(class_labels),
+        "produced_by": "diffusers.DiTPipeline with its AutoencoderKL, output_type='np'",
+        "image": "[B, H, W, 3] in [0, 1]: (decode / 2 + 0.5).clamp(0, 1)",
+    }
+    write_safetensors(OUT / "sample_dit_pipeline.safetensors", tensors, meta)
+    return meta
+
+
 def main() -> None:
     assert sys.byteorder == "little", "safetensors data must be little-endian"
     setup_determinism()
@@ -823,6 +976,10 @@ def main() -> None:
                         scale_init_noise=False, step_on_scaled_input=True)[0]
     assert torch.equal(ref["sample"], mine), "literal DiTPipeline copy disagrees with DiTPipeline for Euler"
 
+    vaes = vae_fixtures()
+    pipeline_meta = pipeline_fixture(latent, vaes["vae_4"])
+    print(f"sample_dit_pipeline.safetensors: {pipeline_meta['produced_by']}")
+
     with open(OUT / "schedulers.json", "w") as f:
         # Strict JSON: non-finite config values (e.g. lambda_min_clipped = -inf) become strings.
         json.dump(json_safe(scheduler_tables()), f, indent=1, sort_keys=True, allow_nan=False)
@@ -835,7 +992,38 @@ def main() -> None:
         float64_drift(forward_specs, sampling_specs),
     )
 
-    total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
+    vae_rows = "\n".join(
+        f"| `{name}/` | `{json.dumps(cfg)}` | {', '.join(sorted(os.listdir(OUT / name)))} |"
+        for name, cfg in VAE_CONFIGS.items()
+    )
+    pipeline_files = ", ".join(
+        str(p.relative_to(OUT / "dit_pipeline")) for p in sorted((OUT / "dit_pipeline").rglob("*")) if p.is_file()
+    )
+    with open(OUT / "README.md", "a") as f:
+        f.write(
+            "\n## VAE and a whole pipeline\n\n"
+            f"| folder | AutoencoderKL config | files |\n|---|---|---|\n{vae_rows}\n\n"
+            f"### `vae_decode.safetensors` ({size_of(OUT / 'vae_decode.safetensors')})\n\n"
+            "Seeded latents and `AutoencoderKL.decode(unscale(latents)).sample` for each VAE: "
+            "`<vae>.latents` [2, C, 8, 8] → `<vae>.decoded`; `<vae>.large_latents` [1, C, 12, 10] → "
+            "`<vae>.untiled_large` and `<vae>.tiled_large` (after `enable_tiling()`: 8-latent tiles "
+            "every 6, blended over 4 pixels). `unscale` is `1 / scaling_factor * z` (DiT, SD) or "
+            "`z / scaling_factor + shift_factor` (FLUX).\n\n"
+            f"{describe_tensors(OUT / 'vae_decode.safetensors')}\n\n"
+            f"### `dit_pipeline/` and `sample_dit_pipeline.safetensors` ({size_of(OUT / 'sample_dit_pipeline.safetensors')})\n\n"
+            f"The folder `DiTPipeline.save_pretrained` wrote ({pipeline_files}): `transformer/` is "
+            "`dit_latent`, `vae/` is `vae_4`, `scheduler/` DPM-Solver++ defaults. The real pipeline ran on it "
+            "(null class remapped as above), classes [2, 7], seed 5, 12 steps, guidance 4, output_type 'np'.\n\n"
+            f"{describe_tensors(OUT / 'sample_dit_pipeline.safetensors')}\n"
+        )
+
+    # Only what this script writes (cache_traces/ and schedulers/ come from other scripts).
+    others = {"cache_traces", "schedulers"}
+    total = sum(
+        p.stat().st_size
+        for p in OUT.rglob("*")
+        if p.is_file() and p.relative_to(OUT).parts[0] not in others
+    )
     print(f"total fixture size: {total:,} bytes")
     assert total < 3 * 1024 * 1024
 

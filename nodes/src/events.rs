@@ -48,6 +48,13 @@ pub enum Event {
         run_id: RunId,
         node: NodeId,
     },
+    /// What a node wants the user to know about its result (Load Model: what it loaded and
+    /// the memory it holds).
+    Info {
+        run_id: RunId,
+        node: NodeId,
+        text: String,
+    },
     /// A node finished; `reused` means its memoized outputs were taken (node reuse).
     NodeFinished {
         run_id: RunId,
@@ -111,6 +118,7 @@ impl Event {
             Event::RunStarted { run_id, .. }
             | Event::NodeStarted { run_id, .. }
             | Event::NodeFinished { run_id, .. }
+            | Event::Info { run_id, .. }
             | Event::Step { run_id, .. }
             | Event::Measure { run_id, .. }
             | Event::Stats { run_id, .. }

@@ -76,7 +76,7 @@ fn run(dit: &AnyModel, spec: &CompareSpec) -> (cachedit_nodes::compare::Comparis
         Flow::Continue
     };
     let mut partial = 0;
-    let out = run_comparison(dit, spec, &mut on_progress, &mut |_| partial += 1)
+    let out = run_comparison(dit, None, spec, &mut on_progress, &mut |_| partial += 1)
         .expect("comparison runs");
     assert_eq!(
         partial,
@@ -177,7 +177,7 @@ fn no_samples_is_an_error_naming_the_field() {
     let dit = model();
     let mut s = spec(vec![cell(Some(adaptive()))], 1);
     s.seeds.clear();
-    let err = run_comparison(&dit, &s, &mut |_| Flow::Continue, &mut |_| {}).unwrap_err();
+    let err = run_comparison(&dit, None, &s, &mut |_| Flow::Continue, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("seeds"), "{err}");
 }
 
@@ -188,6 +188,7 @@ fn a_cancel_stops_the_comparison() {
     let mut steps = 0;
     let err = run_comparison(
         &dit,
+        None,
         &s,
         &mut |_| {
             steps += 1;

@@ -155,6 +155,9 @@ pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
                 bar.set_position((progress.runs_done * progress.steps + progress.step) as u64);
                 bar.set_message(progress.label());
             }
+            Event::Info { node, text, .. } => {
+                let _ = bars.println(format!("{}: {text}", wf.describe(*node)));
+            }
             Event::NodeFinished { node, ms, .. } => {
                 if let Some(bar) = per_sampler.get(node) {
                     bar.finish_with_message(format!("done in {:.2} s", ms / 1e3));

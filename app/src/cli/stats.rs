@@ -125,7 +125,8 @@ impl RunReport {
                 }
                 Event::NodeStarted { .. }
                 | Event::Measure { .. }
-                | Event::CompareProgress { .. } => {}
+                | Event::CompareProgress { .. }
+                | Event::Info { .. } => {}
             }
         }
         for id in order {

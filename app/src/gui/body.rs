@@ -125,6 +125,9 @@ fn status_line(ui: &mut Ui, bcx: &BodyContext<'_>, id: NodeId, kind: &str) {
                 (false, _) => format!("done in {ms:.0} ms"),
             };
             ui.colored_label(c.ok.color(), text);
+            if let Some(info) = bcx.runner.info.get(&id) {
+                ui.add(egui::Label::new(egui::RichText::new(info).small()).wrap());
+            }
         }
         Some(NodeStatus::Failed(message)) => {
             ui.colored_label(c.error.color(), message);

@@ -60,6 +60,9 @@ pub struct Runner {
     pub comparisons: HashMap<NodeId, Arc<cachedit_nodes::compare::Comparison>>,
     /// Where a running Compare node stands.
     pub compare_progress: HashMap<NodeId, cachedit_nodes::compare::CompareProgress>,
+    /// A node's last word on its result (Load Model: what it loaded); kept while the node
+    /// is reused.
+    pub info: HashMap<NodeId, String>,
     /// The latest step preview per sampler node.
     pub previews: HashMap<NodeId, Arc<RgbImage>>,
     /// Files written per node in the latest run.
@@ -99,6 +102,7 @@ impl Runner {
             measure: HashMap::new(),
             comparisons: HashMap::new(),
             compare_progress: HashMap::new(),
+            info: HashMap::new(),
             previews: HashMap::new(),
             files: HashMap::new(),
             outcome: None,
@@ -218,6 +222,9 @@ impl Runner {
                     self.previews.insert(node, Arc::new(grid));
                 }
                 self.comparisons.insert(node, comparison);
+            }
+            Event::Info { node, text, .. } => {
+                self.info.insert(node, text);
             }
             Event::FileWritten { node, path, .. } => {
                 self.files.insert(node, path);

@@ -11,7 +11,7 @@ pub mod table;
 
 use crate::cache::hook::{PlainForward, TransformerHook};
 use crate::cache::{CacheSummary, StepCache, StepCacheConfig, NO_CACHE};
-use crate::image::convert::image_from_tensor;
+use crate::image::convert::{image_from_tensor, images_from_pixel_tensor};
 use crate::image::RgbImage;
 use crate::metrics::{psnr, ssim};
 use crate::models::blocks::BlockTransformer;
@@ -276,11 +276,12 @@ pub fn rotation(round: usize, n: usize) -> Vec<usize> {
     (0..n).map(|i| (i + round) % n.max(1)).collect()
 }
 
-/// Runs the comparison. `on_progress` sees every step of every run and may stop it (cancel:
+/// Runs the comparison (images through `vae` when the model has one). `on_progress` sees every step of every run and may stop it (cancel:
 /// `SamplingError::Cancelled`); `on_sample_done` gets the comparison so far after each sample,
 /// so that a view can fill in cells as they finish.
 pub fn run_comparison(
     model: &AnyModel,
+    vae: Option<&crate::models::vae::Vae>,
     spec: &CompareSpec,
     on_progress: &mut dyn FnMut(&CompareProgress) -> Flow,
     on_sample_done: &mut dyn FnMut(&Comparison),
@@ -376,7 +377,14 @@ pub fn run_comparison(
                         target.reused_calls += summary.reused_calls;
                         target.block_evaluations += summary.block_evaluations;
                         target.block_evaluations_uncached += summary.block_evaluations_uncached;
-                        let image = image_from_tensor(&result.sample)
+                        let decoded = match vae {
+                            Some(vae) => vae
+                                .decode(&result.sample, true)
+                                .map_err(crate::image::ImageError::from)
+                                .and_then(|p| images_from_pixel_tensor(&p)),
+                            None => image_from_tensor(&result.sample),
+                        };
+                        let image = decoded
                             .map_err(|e| SamplingError::Invalid {
                                 field: "image",
                                 message: e.to_string(),

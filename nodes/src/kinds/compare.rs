@@ -205,7 +205,13 @@ pub(crate) fn compare_cells(
             ctx.comparison(Arc::new(c.clone()), false);
         }
     };
-    let comparison = match run_comparison(&model.model, &spec, &mut on_progress, &mut on_sample) {
+    let comparison = match run_comparison(
+        &model.model,
+        model.vae.as_deref(),
+        &spec,
+        &mut on_progress,
+        &mut on_sample,
+    ) {
         Err(SamplingError::Cancelled) => return Err(NodeError::Cancelled),
         other => other?,
     };

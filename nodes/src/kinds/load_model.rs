@@ -45,7 +45,7 @@ impl NodeKind for LoadModel {
 
     fn run(
         &self,
-        _ctx: &NodeContext,
+        ctx: &NodeContext,
         _inputs: &Inputs,
         params: &Params,
     ) -> Result<Outputs, NodeError> {
@@ -54,6 +54,7 @@ impl NodeKind for LoadModel {
             params.text("dtype")?,
             params.text("device")?,
         )?;
+        ctx.info(model.summary());
         Ok(Outputs::from([(
             "model".to_string(),
             Data::Model(Arc::new(model)),

@@ -7,11 +7,10 @@ use crate::cache::{CacheSummary, StepCache, NO_CACHE};
 use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
 use crate::exec::events::{MeasureProgress, StepProgress};
-use crate::image::convert::image_from_tensor;
 use crate::image::RgbImage;
 use crate::metrics::{psnr, ssim};
 use crate::models::blocks::BlockTransformer;
-use crate::models::AnyModel;
+use crate::models::{AnyModel, LoadedModel};
 use crate::registry::{
     Inputs, KindSpec, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec, PortType,
     Preflight, PreflightContext,
@@ -175,7 +174,7 @@ impl NodeKind for Sampler {
                 (cancelled(result)?, hook.peak_bytes())
             }
         };
-        let image = image_of(&result)?;
+        let image = image_of(&model, &result)?;
         let signature = cache
             .as_ref()
             .map_or(NO_CACHE.to_string(), |c| c.signature());
@@ -183,7 +182,7 @@ impl NodeKind for Sampler {
         let denoise_ms = loop_ms(&result);
         let measured = match interleaved {
             Some(r) => {
-                let base_image = image_of(&r.baseline)?;
+                let base_image = image_of(&model, &r.baseline)?;
                 Measured::from_rounds(
                     &r.baseline_runs,
                     &r.cached_runs,
@@ -336,9 +335,10 @@ fn cancelled<T>(result: Result<T, SamplingError>) -> Result<T, NodeError> {
     }
 }
 
-/// The first image of the batch.
-fn image_of(result: &SampleResult) -> Result<RgbImage, NodeError> {
-    image_from_tensor(&result.sample)?
+/// The first image of the batch (through the model's VAE when it has one).
+fn image_of(model: &LoadedModel, result: &SampleResult) -> Result<RgbImage, NodeError> {
+    model
+        .images(&result.sample)?
         .into_iter()
         .next()
         .ok_or_else(|| NodeError::Other("the sampler produced no image".into()))

@@ -4,11 +4,15 @@
 use super::device::{parse_dtype, DeviceSpec};
 use super::dit::DiT;
 use super::dit::{random, DiTConfig};
-use super::loading::{dit_from_tensors, load_checkpoint, locate, parse_config, read_config};
+use super::loading::{
+    dit_from_tensors, load_checkpoint, load_vae, locate, parse_config, pipeline_vae_dir,
+    read_config,
+};
 use super::{LoadedModel, ModelError};
 use crate::schedulers::SchedulerConfig;
 use candle_core::{DType, Device};
 use std::path::Path;
+use std::sync::Arc;
 
 /// A model found by name.
 #[derive(Debug, Clone)]
@@ -125,13 +129,34 @@ impl BuiltinModel {
 pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel, ModelError> {
     let device = DeviceSpec::parse(device)?.open()?;
     let dtype = parse_dtype(dtype, &device)?;
-    let (dit, scheduler_config) = match builtin_models().into_iter().find(|m| m.name == model) {
-        Some(b) => (b.load(dtype, &device)?, SchedulerConfig::default()),
-        None => load_checkpoint(checkpoint_path(model)?, dtype, &device)?,
+    let (dit, scheduler_config, vae) = match builtin_models().into_iter().find(|m| m.name == model)
+    {
+        Some(b) => (b.load(dtype, &device)?, SchedulerConfig::default(), None),
+        None => {
+            let path = checkpoint_path(model)?;
+            let (dit, scheduler) = load_checkpoint(path, dtype, &device)?;
+            let vae = match pipeline_vae_dir(path) {
+                Some(dir) => Some(Arc::new(load_vae(&dir, dtype, &device)?)),
+                None => None,
+            };
+            (dit, scheduler, vae)
+        }
     };
+    if let Some(v) = &vae {
+        let (wanted, has) = (dit.config().in_channels, v.config().latent_channels);
+        if wanted != has {
+            return Err(ModelError::File {
+                path: model.to_string(),
+                message: format!(
+                    "the transformer makes {wanted}-channel latents but the VAE decodes {has}"
+                ),
+            });
+        }
+    }
     Ok(LoadedModel {
         name: model.to_string(),
         model: super::AnyModel::Dit(dit),
+        vae,
         device,
         dtype,
         scheduler_config,

@@ -5,6 +5,7 @@
 //! allocated, and weights must be floating point.
 
 use super::dit::{DiT, DiTConfig};
+use super::vae::{Vae, VaeConfig};
 use super::{pytorch, ModelError};
 use crate::memory::{available_bytes, show_bytes};
 use crate::safe_io;
@@ -319,7 +320,19 @@ fn load_located(
         limits,
         &files.config.display().to_string(),
     )?;
-    let (vb, shown) = match &files.weights {
+    let (vb, shown) = var_builder(&files.weights, dtype, device, limits)?;
+    DiT::new(&config, vb).map_err(|e| file_error(&shown, e.to_string()))
+}
+
+/// The weights of a checkpoint, checked (regular files, floating point, within the memory
+/// limit) and ready to build a model from; with the file to name in errors.
+fn var_builder(
+    weights: &Weights,
+    dtype: DType,
+    device: &Device,
+    limits: LoadLimits,
+) -> Result<(VarBuilder<'static>, PathBuf), ModelError> {
+    Ok(match weights {
         Weights::Safetensors(paths) => {
             for p in paths {
                 // A missing shard, a FIFO or a device is refused here, naming it.
@@ -348,8 +361,42 @@ fn load_located(
             let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), dtype, device);
             (vb, p.clone())
         }
+    })
+}
+
+/// The `vae/` of the pipeline folder a checkpoint belongs to: `path` itself when it is the
+/// pipeline folder, else the folder above `transformer/`.
+pub fn pipeline_vae_dir(path: &Path) -> Option<PathBuf> {
+    let pipeline = if path.join("model_index.json").is_file() {
+        path.to_path_buf()
+    } else {
+        let dir = if path.is_file() { path.parent()? } else { path };
+        let parent = dir.parent()?;
+        if !parent.join("model_index.json").is_file() {
+            return None;
+        }
+        parent.to_path_buf()
     };
-    DiT::new(&config, vb).map_err(|e| file_error(&shown, e.to_string()))
+    let vae = pipeline.join("vae");
+    vae.join("config.json").is_file().then_some(vae)
+}
+
+/// `vae/config.json`, checked.
+pub fn read_vae_config(path: &Path) -> Result<VaeConfig, ModelError> {
+    let text = safe_io::read_text_bounded(path, MAX_CONFIG_BYTES)
+        .map_err(|e| file_error(path, e.to_string()))?;
+    let config: VaeConfig =
+        serde_json::from_str(&text).map_err(|e| file_error(path, e.to_string()))?;
+    config.check().map_err(|e| file_error(path, e))?;
+    Ok(config)
+}
+
+/// Loads the `AutoencoderKL` in `dir` (`config.json` + `diffusion_pytorch_model.*`).
+pub fn load_vae(dir: &Path, dtype: DType, device: &Device) -> Result<Vae, ModelError> {
+    let files = locate_weights(dir)?;
+    let config = read_vae_config(&files.config)?;
+    let (vb, shown) = var_builder(&files.weights, dtype, device, LoadLimits::machine())?;
+    Vae::new(&config, vb).map_err(|e| file_error(&shown, e.to_string()))
 }
 
 /// Loads a DiT onto the CPU in f32 from a `config.json`'s text and weights in memory, with

@@ -9,6 +9,7 @@ pub mod dit;
 pub mod loading;
 pub mod pytorch;
 pub mod two_list;
+pub mod vae;
 
 use crate::schedulers::{SchedulerConfig, SchedulerConfigError};
 use blocks::{BlockAt, BlockList, BlockTransformer, Conditioning, LatentSpec, Streams};
@@ -128,12 +129,64 @@ pub struct LoadedModel {
     /// Built-in name or folder, as the user gave it.
     pub name: String,
     pub model: AnyModel,
+    /// The pipeline's VAE (`vae/` beside `transformer/`): final images are decoded with it.
+    pub vae: Option<std::sync::Arc<vae::Vae>>,
     pub device: Device,
     pub dtype: DType,
     /// The scheduler fields the Sampler builds its scheduler class from: the pipeline's
     /// `scheduler/scheduler_config.json` (its path is `scheduler_config.source()`), or DiT's
     /// default config for built-in models and plain checkpoints (`source()` is `None`).
     pub scheduler_config: SchedulerConfig,
+}
+
+impl LoadedModel {
+    /// The final images of a sample: decoded by the VAE when the model has one (tiled when
+    /// larger than one VAE tile), else the pixels, or the latent preview of a latent model.
+    pub fn images(
+        &self,
+        sample: &Tensor,
+    ) -> Result<Vec<crate::image::RgbImage>, crate::image::ImageError> {
+        use crate::image::convert::{image_from_tensor, images_from_pixel_tensor};
+        match &self.vae {
+            Some(vae) => {
+                let pixels = vae.decode(sample, true)?;
+                images_from_pixel_tensor(&pixels)
+            }
+            None => image_from_tensor(sample),
+        }
+    }
+
+    /// One line on what was loaded, for the Load Model node.
+    pub fn summary(&self) -> String {
+        let lists: Vec<String> = self
+            .model
+            .block_lists()
+            .iter()
+            .map(|l| format!("{} × {}", l.len, l.name))
+            .collect();
+        let latent = self.model.latent();
+        let mut text = format!(
+            "{}: {} ({} channels, {}×{})",
+            self.model.family(),
+            lists.join(" + "),
+            latent.channels,
+            latent.sample_size.0,
+            latent.sample_size.1
+        );
+        if let Some(vae) = &self.vae {
+            let c = vae.config();
+            text.push_str(&format!(
+                "; VAE: {} latent channels, ×{} to {} RGB, scaling {}{}",
+                c.latent_channels,
+                c.downscale(),
+                c.out_channels,
+                c.scaling_factor,
+                c.shift_factor
+                    .map_or(String::new(), |s| format!(", shift {s}"))
+            ));
+        }
+        text
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

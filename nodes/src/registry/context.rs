@@ -26,6 +26,15 @@ impl NodeContext<'_> {
         let _ = self.events.send(event);
     }
 
+    /// A line about the node's result, shown on the node and by the CLI.
+    pub fn info(&self, text: impl Into<String>) {
+        self.emit(Event::Info {
+            run_id: self.run_id,
+            node: self.node,
+            text: text.into(),
+        });
+    }
+
     pub fn step(&self, step: StepProgress) {
         self.emit(Event::Step {
             run_id: self.run_id,
