@@ -551,3 +551,50 @@ fn a_sweep_compares_every_combination_of_its_axes_against_one_reference() {
         "{csv}"
     );
 }
+
+#[test]
+fn the_dit_pipeline_example_renders_rgb_through_its_vae_with_the_step_cache() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    // The example names its pipeline folder relative to the repository root, where it is run.
+    let o = cachedit(
+        &[
+            "run",
+            "workflows/dit_pipeline.ron",
+            "--out",
+            &out.display().to_string(),
+        ],
+        &repo(),
+    );
+    let stderr = text(&o.stderr);
+    assert!(o.status.success(), "stderr: {stderr}");
+    assert!(
+        stderr.contains("LoadModel #1: DiT: 3 × transformer_blocks")
+            && stderr.contains("VAE: 4 latent channels")
+            && stderr.contains("of weights"),
+        "Load Model says what it loaded: {stderr}"
+    );
+    let png = std::fs::read_dir(&out)
+        .expect("out")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .expect("a PNG");
+    let image = cachedit_nodes::image::png_io::read_png(&png).expect("png");
+    // 8×8 latents through a ×2 VAE: 16×16 RGB, not the ×8 false-colour latent preview.
+    assert_eq!((image.width, image.height), (16, 16));
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).expect("stats"))
+            .expect("stats parse");
+    let sampler = stats["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["kind"] == "Sampler")
+        .expect("sampler");
+    assert_eq!(sampler["steps"].as_array().map(|s| s.len()), Some(12));
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("DBCache_F1B0") || stderr.contains("DBCache_F1B0"),
+        "the cached run's table: {stdout}"
+    );
+}

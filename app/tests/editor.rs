@@ -1493,3 +1493,6 @@ mod rough_edges;
 
 #[path = "editor/compare_view.rs"]
 mod compare_view;
+
+#[path = "editor/pipeline.rs"]
+mod pipeline;

@@ -159,3 +159,50 @@ fn a_vae_config_that_cannot_build_is_an_error_naming_the_field() {
     assert!(err.contains("block_out_channels is empty"), "{err}");
     assert!(err.contains("config.json"), "{err}");
 }
+
+#[test]
+fn live_previews_go_through_the_vae_every_few_steps_and_on_the_last() {
+    use cachedit_nodes::sampling::denoise::denoise_with_preview;
+    use cachedit_nodes::sampling::vae_preview::{VaePreview, VAE_PREVIEW_EVERY};
+    let f = load("sample_dit_pipeline.safetensors");
+    let folder = fixtures().join("dit_pipeline");
+    let loaded = load_model(&folder.display().to_string(), "f32", "cpu").expect("pipeline loads");
+    let settings = SampleSettings {
+        class_labels: vec![2],
+        seed: 5,
+        steps: 12,
+        guidance: 4.0,
+        cfg_mode: CfgMode::Batched,
+        scheduler: SchedulerKind::DpmSolverMultistep,
+        scheduler_config: loaded.scheduler_config.clone(),
+        size: None,
+    };
+    let noise = f["noise"].narrow(0, 0, 1).expect("one item");
+    let mut preview = VaePreview::new(loaded.vae.clone().expect("VAE"));
+    let mut sizes = Vec::new();
+    denoise_with_preview(
+        &loaded.model,
+        &settings,
+        &noise,
+        &mut PlainForward::default(),
+        &mut preview,
+        &mut |p| {
+            sizes.push(p.preview.as_ref().map(|i| (p.index, i.width)));
+            Flow::Continue
+        },
+    )
+    .expect("sampling");
+    let vae_steps: Vec<usize> = sizes
+        .iter()
+        .flatten()
+        .filter(|(_, w)| *w == 16)
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(
+        vae_steps,
+        [VAE_PREVIEW_EVERY - 1, 2 * VAE_PREVIEW_EVERY - 1, 11],
+        "VAE previews every {VAE_PREVIEW_EVERY} steps and on the last: {sizes:?}"
+    );
+    // In between, the cheap latent preview (×8 false colour) where one is due.
+    assert!(sizes.iter().flatten().any(|(_, w)| *w == 64), "{sizes:?}");
+}

@@ -156,7 +156,13 @@ pub fn run(path: &Path, out: &Path, from_png: bool) -> Result<()> {
                 bar.set_message(progress.label());
             }
             Event::Info { node, text, .. } => {
-                let _ = bars.println(format!("{}: {text}", wf.describe(*node)));
+                let line = format!("{}: {text}", wf.describe(*node));
+                // Progress bars hide off a terminal, and their println with them.
+                if bars.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    let _ = bars.println(line);
+                }
             }
             Event::NodeFinished { node, ms, .. } => {
                 if let Some(bar) = per_sampler.get(node) {

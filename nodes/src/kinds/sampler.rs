@@ -16,12 +16,14 @@ use crate::registry::{
     Preflight, PreflightContext,
 };
 use crate::sampling::denoise::{
-    check_settings, denoise, initial_noise, CfgMode, Flow, SampleResult, SampleSettings,
+    check_settings, denoise_with_preview, initial_noise, CfgMode, Flow, LatentPreview, Preview,
+    SampleResult, SampleSettings,
 };
-use crate::sampling::interleave::run_interleaved;
+use crate::sampling::interleave::{run_interleaved, CachedRun};
 use crate::sampling::latent_file::read_latent;
 use crate::sampling::measure::load_average_1m;
 use crate::sampling::stats::{Measured, SamplerStats, StepStat};
+use crate::sampling::vae_preview::VaePreview;
 use crate::sampling::SamplingError;
 use crate::schedulers::SchedulerKind;
 use std::path::Path;
@@ -134,6 +136,11 @@ impl NodeKind for Sampler {
             check_settings(&model.model, &settings)?;
             noise
         };
+        // Live previews through the VAE every few steps when the pipeline has one.
+        let mut preview: Box<dyn Preview> = match &model.vae {
+            Some(vae) => Box::new(VaePreview::new(vae.clone())),
+            None => Box::new(LatentPreview::default()),
+        };
         let mut calls = Vec::new();
         let mut on_live_step = |progress: &StepProgress| {
             calls.extend(progress.calls.iter().cloned());
@@ -153,7 +160,10 @@ impl NodeKind for Sampler {
                     &model.model,
                     &settings,
                     &noise,
-                    hook.as_mut(),
+                    CachedRun {
+                        hook: hook.as_mut(),
+                        live_preview: preview.as_mut(),
+                    },
                     rounds,
                     &mut on_live_step,
                     &mut on_progress,
@@ -164,11 +174,12 @@ impl NodeKind for Sampler {
         let (result, peak_bytes) = match &interleaved {
             Some(r) => (r.live.clone(), r.live_peak_bytes),
             None => {
-                let result = denoise(
+                let result = denoise_with_preview(
                     &model.model,
                     &settings,
                     &noise,
                     hook.as_mut(),
+                    preview.as_mut(),
                     &mut on_live_step,
                 );
                 (cancelled(result)?, hook.peak_bytes())

@@ -273,7 +273,7 @@ fn check_safetensors<'a>(
     tensors: impl IntoIterator<Item = (String, TensorView<'a>)>,
     dtype: DType,
     limits: LoadLimits,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let mut total: u64 = 0;
     for (name, view) in tensors {
         let stored = DType::try_from(view.dtype()).map_err(|_| {
@@ -303,7 +303,7 @@ fn check_safetensors<'a>(
             show_bytes(limits.memory_bytes)
         ));
     }
-    Ok(())
+    Ok(total)
 }
 
 fn load_located(
@@ -320,7 +320,7 @@ fn load_located(
         limits,
         &files.config.display().to_string(),
     )?;
-    let (vb, shown) = var_builder(&files.weights, dtype, device, limits)?;
+    let (vb, shown, _) = var_builder(&files.weights, dtype, device, limits)?;
     DiT::new(&config, vb).map_err(|e| file_error(&shown, e.to_string()))
 }
 
@@ -331,7 +331,7 @@ fn var_builder(
     dtype: DType,
     device: &Device,
     limits: LoadLimits,
-) -> Result<(VarBuilder<'static>, PathBuf), ModelError> {
+) -> Result<(VarBuilder<'static>, PathBuf, u64), ModelError> {
     Ok(match weights {
         Weights::Safetensors(paths) => {
             for p in paths {
@@ -344,10 +344,10 @@ fn var_builder(
             // rely on nobody truncating them while the model is alive.
             let mapped = unsafe { MmapedSafetensors::multi(paths) }
                 .map_err(|e| file_error(&paths[0], e.to_string()))?;
-            check_safetensors(mapped.tensors(), dtype, limits)
+            let bytes = check_safetensors(mapped.tensors(), dtype, limits)
                 .map_err(|e| file_error(&paths[0], e))?;
             let vb = VarBuilder::from_backend(Box::new(mapped), dtype, device.clone());
-            (vb, paths[0].clone())
+            (vb, paths[0].clone(), bytes)
         }
         Weights::Pytorch(p) => {
             let file = safe_io::open_regular(p).map_err(|e| file_error(p, e.to_string()))?;
@@ -358,8 +358,12 @@ fn var_builder(
             let tensors =
                 pytorch::read_pth(std::io::BufReader::new(file), len, limits.memory_bytes)
                     .map_err(|e| file_error(p, e))?;
+            let bytes = tensors
+                .iter()
+                .map(|(_, t)| (t.elem_count() * dtype.size_in_bytes()) as u64)
+                .sum();
             let vb = VarBuilder::from_tensors(tensors.into_iter().collect(), dtype, device);
-            (vb, p.clone())
+            (vb, p.clone(), bytes)
         }
     })
 }
@@ -395,8 +399,8 @@ pub fn read_vae_config(path: &Path) -> Result<VaeConfig, ModelError> {
 pub fn load_vae(dir: &Path, dtype: DType, device: &Device) -> Result<Vae, ModelError> {
     let files = locate_weights(dir)?;
     let config = read_vae_config(&files.config)?;
-    let (vb, shown) = var_builder(&files.weights, dtype, device, LoadLimits::machine())?;
-    Vae::new(&config, vb).map_err(|e| file_error(&shown, e.to_string()))
+    let (vb, shown, bytes) = var_builder(&files.weights, dtype, device, LoadLimits::machine())?;
+    Vae::new(&config, vb, bytes).map_err(|e| file_error(&shown, e.to_string()))
 }
 
 /// Loads a DiT onto the CPU in f32 from a `config.json`'s text and weights in memory, with

@@ -185,7 +185,25 @@ impl LoadedModel {
                     .map_or(String::new(), |s| format!(", shift {s}"))
             ));
         }
+        text.push_str(&format!(
+            "; holds {} of weights ({:?} on {})",
+            crate::memory::show_bytes(self.weight_bytes()),
+            self.dtype,
+            if self.device.is_cpu() { "cpu" } else { "cuda" }
+        ));
         text
+    }
+
+    /// Bytes of weights held: the transformer's and the VAE's.
+    pub fn weight_bytes(&self) -> u64 {
+        let transformer = match &self.model {
+            AnyModel::Dit(m) => m
+                .config()
+                .weight_count()
+                .unwrap_or(0)
+                .saturating_mul(self.dtype.size_in_bytes() as u64),
+        };
+        transformer + self.vae.as_ref().map_or(0, |v| v.weight_bytes())
     }
 }
 

@@ -129,10 +129,13 @@ pub struct Vae {
     model: AutoEncoderKL,
     /// The weights' dtype: the decoder's input is cast to it.
     dtype: DType,
+    /// Bytes of weights held (encoder and decoder).
+    weight_bytes: u64,
 }
 
 impl Vae {
-    pub fn new(config: &VaeConfig, vb: VarBuilder) -> Result<Self> {
+    /// `weight_bytes`: what the weights take in memory (the loader counted them).
+    pub fn new(config: &VaeConfig, vb: VarBuilder, weight_bytes: u64) -> Result<Self> {
         config.check().map_err(candle_core::Error::msg)?;
         let inner = AutoEncoderKLConfig {
             block_out_channels: config.block_out_channels.clone(),
@@ -148,11 +151,16 @@ impl Vae {
             config: config.clone(),
             model,
             dtype,
+            weight_bytes,
         })
     }
 
     pub fn config(&self) -> &VaeConfig {
         &self.config
+    }
+
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
     }
 
     /// Latents as the transformer gives them → the decoder's input (diffusers' pipelines:

@@ -19,9 +19,34 @@ use std::time::{Duration, Instant};
 /// the last step always carry one.
 pub const PREVIEW_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Makes the live previews: asked after each step (outside its timing) whether and what to
+/// show of the current sample `x`.
+pub trait Preview {
+    /// `index` of `total` steps; `None` = no new preview this step.
+    fn preview(&mut self, index: usize, total: usize, x: &Tensor) -> Option<Arc<RgbImage>>;
+}
+
+/// The default: the sample's first image as pixels or the approximate latent colours, at
+/// most every [`PREVIEW_INTERVAL`] and on the first and last step.
+#[derive(Debug, Default)]
+pub struct LatentPreview {
+    last: Option<Instant>,
+}
+
+impl Preview for LatentPreview {
+    fn preview(&mut self, index: usize, total: usize, x: &Tensor) -> Option<Arc<RgbImage>> {
+        if index + 1 == total || self.last.is_none_or(|p| p.elapsed() >= PREVIEW_INTERVAL) {
+            self.last = Some(Instant::now());
+            preview_of(x)
+        } else {
+            None
+        }
+    }
+}
+
 /// The first image of the current sample, for a live preview. A sample that cannot be
 /// decoded gives no preview rather than failing the run.
-fn preview_of(x: &Tensor) -> Option<Arc<RgbImage>> {
+pub fn preview_of(x: &Tensor) -> Option<Arc<RgbImage>> {
     let first = x.narrow(0, 0, 1).ok()?;
     image_from_tensor(&first)
         .ok()?
@@ -167,6 +192,25 @@ pub fn denoise<M: BlockTransformer + ?Sized>(
     hook: &mut dyn TransformerHook<M>,
     on_step: &mut dyn FnMut(&StepProgress) -> Flow,
 ) -> Result<SampleResult, SamplingError> {
+    denoise_with_preview(
+        model,
+        settings,
+        noise,
+        hook,
+        &mut LatentPreview::default(),
+        on_step,
+    )
+}
+
+/// [`denoise`] with the live previews made by `preview` (the Sampler's VAE previews).
+pub fn denoise_with_preview<M: BlockTransformer + ?Sized>(
+    model: &M,
+    settings: &SampleSettings,
+    noise: &Tensor,
+    hook: &mut dyn TransformerHook<M>,
+    preview: &mut dyn Preview,
+    on_step: &mut dyn FnMut(&StepProgress) -> Flow,
+) -> Result<SampleResult, SamplingError> {
     check_settings(model, settings)?;
     let device = model.device().clone();
     let channels = model.latent().channels;
@@ -203,7 +247,6 @@ pub fn denoise<M: BlockTransformer + ?Sized>(
         .map_err(candle("scaling noise"))?;
     hook.reset();
     let mut records = Vec::with_capacity(total);
-    let mut last_preview: Option<Instant> = None;
     for (i, &t) in timesteps.iter().enumerate() {
         let started = Instant::now();
         let info = |branch| CallInfo {
@@ -266,13 +309,7 @@ pub fn denoise<M: BlockTransformer + ?Sized>(
             ms,
         });
         // Outside the timed part: a preview never counts in a step's time.
-        let preview =
-            if i + 1 == total || last_preview.is_none_or(|p| p.elapsed() >= PREVIEW_INTERVAL) {
-                last_preview = Some(Instant::now());
-                preview_of(&x)
-            } else {
-                None
-            };
+        let preview = preview.preview(i, total, &x);
         let progress = StepProgress {
             index: i,
             total,

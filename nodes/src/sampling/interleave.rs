@@ -3,7 +3,9 @@
 //! first cached round is the run the user sees (its steps stream live); the others only report
 //! progress, and must reproduce its image bit for bit.
 
-use super::denoise::{denoise, Flow, SampleResult, SampleSettings};
+use super::denoise::{
+    denoise_with_preview, Flow, LatentPreview, Preview, SampleResult, SampleSettings,
+};
 use super::measure::{process_cpu_ms, RunTime};
 use super::SamplingError;
 use crate::cache::hook::{PlainForward, TransformerHook};
@@ -71,19 +73,30 @@ pub(crate) fn bits(sample: &Tensor) -> Result<Vec<u32>, SamplingError> {
     Ok(values.into_iter().map(f32::to_bits).collect())
 }
 
+/// The cached side of interleaved rounds: its hook, and the previews of the round the user
+/// sees.
+pub struct CachedRun<'a> {
+    pub hook: &'a mut dyn TransformerHook<AnyModel>,
+    pub live_preview: &'a mut dyn Preview,
+}
+
 /// Runs `rounds` (at least 1) interleaved rounds of the uncached twin and the cached run
-/// through `cached`. The first cached round calls `on_live_step` on each step; every step of
-/// every run calls `on_progress`. Either may stop the loop (cancel).
+/// through `cached.hook`. The first cached round calls `on_live_step` on each step; every
+/// step of every run calls `on_progress`. Either may stop the loop (cancel).
 pub fn run_interleaved(
     model: &AnyModel,
     settings: &SampleSettings,
     noise: &Tensor,
-    cached: &mut dyn TransformerHook<AnyModel>,
+    cached: CachedRun<'_>,
     rounds: usize,
     on_live_step: &mut dyn FnMut(&StepProgress) -> Flow,
     on_progress: &mut dyn FnMut(&MeasureProgress) -> Flow,
 ) -> Result<Interleaved, SamplingError> {
     let rounds = rounds.max(1);
+    let CachedRun {
+        hook: cached,
+        live_preview,
+    } = cached;
     warm_up(model, settings, noise)?;
     let mut plain = PlainForward::default();
     let mut first: [Option<(SampleResult, Vec<u32>)>; 2] = [None, None];
@@ -112,7 +125,9 @@ pub fn run_interleaved(
                 })
             };
             let cpu_before = process_cpu_ms();
-            let result = denoise(model, settings, noise, hook, &mut on_step)?;
+            let mut quiet = LatentPreview::default();
+            let preview: &mut dyn Preview = if live { &mut *live_preview } else { &mut quiet };
+            let result = denoise_with_preview(model, settings, noise, hook, preview, &mut on_step)?;
             let cpu_ms = process_cpu_ms()
                 .zip(cpu_before)
                 .map(|(after, before)| after - before);

@@ -6,6 +6,7 @@ pub mod latent_file;
 pub mod measure;
 pub mod progress;
 pub mod stats;
+pub mod vae_preview;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamplingError {
