@@ -592,6 +592,18 @@ fn the_dit_pipeline_example_renders_rgb_through_its_vae_with_the_step_cache() {
         .find(|n| n["kind"] == "Sampler")
         .expect("sampler");
     assert_eq!(sampler["steps"].as_array().map(|s| s.len()), Some(12));
+    let load = stats["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["kind"] == "LoadModel")
+        .expect("load model");
+    assert!(
+        load["info"]
+            .as_str()
+            .is_some_and(|i| i.contains("VAE: 4 latent channels")),
+        "stats.json keeps what Load Model loaded: {load}"
+    );
     let stdout = text(&o.stdout);
     assert!(
         stdout.contains("DBCache_F1B0") || stderr.contains("DBCache_F1B0"),

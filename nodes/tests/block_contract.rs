@@ -218,3 +218,67 @@ fn a_partition_larger_than_every_list_together_names_the_field() {
     assert_eq!(err.field, "Fn_compute_blocks");
     assert!(err.message.contains("6 blocks"), "{}", err.message);
 }
+
+#[test]
+fn taylorseer_forecasts_the_text_residual_as_it_does_the_image_one() {
+    use cachedit_nodes::cache::{TaylorIndexing, TaylorSeerConfig};
+    let m = model();
+    let i = inputs();
+    let x2 = (&i.x[1] + (&i.x[1] - &i.x[0]).expect("step")).expect("x2");
+    let xs = [i.x[0].clone(), i.x[1].clone(), x2];
+    // Steps 0 and 1 compute (warmup), step 2 reuses with a first-order forecast.
+    let mut c = config(2, 1, 1.0);
+    c.db.max_warmup_steps = 2;
+    c.taylorseer = Some(TaylorSeerConfig {
+        order: 1,
+        indexing: TaylorIndexing::Intended,
+    });
+    let mut cache = StepCache::for_run(Arc::new(c), m.block_lists(), 10).expect("valid config");
+    let mut outs = Vec::new();
+    for (step, x) in xs.iter().enumerate() {
+        outs.push(cache.call(&m, &info(step), x, &i.t, &i.cond).expect("call"));
+    }
+    let decisions: Vec<Decision> = cache.drain_records().iter().map(|r| r.decision).collect();
+    assert_eq!(
+        decisions,
+        [Decision::Computed, Decision::Computed, Decision::Reused]
+    );
+
+    // By hand: the middle (joint block 2, image blocks 0 and 1) residuals of steps 0 and 1,
+    // each stream forecast as r1 + (r1 − r0)·1.
+    let residuals = |x: &Tensor| {
+        let (s, _) = m.embed(x, &i.t, &i.cond).expect("embed");
+        let f = run(&m, 0..2, s, x);
+        let mid = run(&m, 2..5, f.clone(), x);
+        let text = |s: &Streams| s.encoder.clone().expect("text");
+        (
+            (&mid.hidden - &f.hidden).expect("r"),
+            (text(&mid) - text(&f)).expect("r"),
+        )
+    };
+    let forecast = |r0: &Tensor, r1: &Tensor| {
+        let d = ((r1 - r0).expect("d") / 1.0).expect("d");
+        (r1 + d.affine(1.0, 0.0).expect("d")).expect("forecast")
+    };
+    let (h0, e0) = residuals(&xs[0]);
+    let (h1, e1) = residuals(&xs[1]);
+    let (s2, call2) = m.embed(&xs[2], &i.t, &i.cond).expect("embed");
+    let f2 = run(&m, 0..2, s2, &xs[2]);
+    let text2 = f2.encoder.clone().expect("text");
+    let finish = |encoder: Tensor| {
+        let approx = Streams {
+            hidden: (&f2.hidden + forecast(&h0, &h1)).expect("add"),
+            encoder: Some(encoder),
+        };
+        let last = run(&m, 5..6, approx, &xs[2]);
+        m.finish(&last, &call2).expect("finish")
+    };
+    let expected = finish((&text2 + forecast(&e0, &e1)).expect("add"));
+    assert_eq!(values(&outs[2]), values(&expected));
+    // The stale text residual (no forecast) would show.
+    let stale = finish((&text2 + &e1).expect("add"));
+    assert!(
+        max_diff(&outs[2], &stale) > 1e-5,
+        "the text forecast matters"
+    );
+}

@@ -37,6 +37,9 @@ pub struct NodeReport {
     /// What a Detailed Stats node showed (the text the CLI printed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// What the node said about its result (Load Model: what it loaded, the memory it holds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,10 +126,12 @@ impl RunReport {
                     Self::node(&mut by_id, wf, *node).comparison =
                         Some(cachedit_nodes::compare::table::rows(comparison));
                 }
+                Event::Info { node, text, .. } => {
+                    Self::node(&mut by_id, wf, *node).info = Some(text.clone());
+                }
                 Event::NodeStarted { .. }
                 | Event::Measure { .. }
-                | Event::CompareProgress { .. }
-                | Event::Info { .. } => {}
+                | Event::CompareProgress { .. } => {}
             }
         }
         for id in order {
