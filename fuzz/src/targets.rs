@@ -9,7 +9,7 @@ use cachedit_nodes::image::png_io::{
 };
 use cachedit_nodes::image::RgbImage;
 use cachedit_nodes::models::loading::{
-    load_checkpoint_bytes, parse_config, LoadLimits, WeightsFormat,
+    load_checkpoint_bytes, parse_config, parse_vae_config, LoadLimits, WeightsFormat,
 };
 use cachedit_nodes::registry::Registry;
 use cachedit_nodes::schedulers::config::SchedulerConfig;
@@ -173,19 +173,25 @@ fn config_seeds() -> Vec<Vec<u8>> {
         include_str!(
             "../../nodes/tests/fixtures/schedulers/pipeline/scheduler/scheduler_config.json"
         ),
+        include_str!("../../nodes/tests/fixtures/vae_4/config.json"),
+        include_str!("../../nodes/tests/fixtures/vae_16/config.json"),
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect()
 }
 
-/// The same text as a DiT `config.json` and as a scheduler config (each checked).
+/// The same text as a DiT `config.json`, a scheduler config and a VAE config (each checked).
 fn run_config(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let dit = parse_config(&text, "fuzz/config.json").map(|_| ());
     let scheduler =
         SchedulerConfig::parse(&text, "fuzz/scheduler_config.json").and_then(|c| c.check());
-    format!("{}|{}", label(dit), label(scheduler))
+    let vae = parse_vae_config(&text, "fuzz/vae/config.json").map(|c| {
+        // What a loader derives from it must not overflow or divide by zero.
+        let _ = (c.downscale(), c.tile_latent());
+    });
+    format!("{}|{}|{}", label(dit), label(scheduler), label(vae))
 }
 
 /// The checkpoint the loader targets load: a two-layer DiT (see

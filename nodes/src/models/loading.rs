@@ -389,9 +389,17 @@ pub fn pipeline_vae_dir(path: &Path) -> Option<PathBuf> {
 pub fn read_vae_config(path: &Path) -> Result<VaeConfig, ModelError> {
     let text = safe_io::read_text_bounded(path, MAX_CONFIG_BYTES)
         .map_err(|e| file_error(path, e.to_string()))?;
-    let config: VaeConfig =
-        serde_json::from_str(&text).map_err(|e| file_error(path, e.to_string()))?;
-    config.check().map_err(|e| file_error(path, e))?;
+    parse_vae_config(&text, &path.display().to_string())
+}
+
+/// A VAE `config.json`'s text, parsed and checked; errors name `origin`.
+pub fn parse_vae_config(json: &str, origin: &str) -> Result<VaeConfig, ModelError> {
+    let bad = |message: String| ModelError::File {
+        path: origin.to_string(),
+        message,
+    };
+    let config: VaeConfig = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    config.check().map_err(bad)?;
     Ok(config)
 }
 

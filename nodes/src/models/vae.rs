@@ -96,7 +96,13 @@ impl VaeConfig {
                 return Err(format!("{name} is 0"));
             }
         }
-        if self.layers_per_block > 16 || last > 1 << 14 {
+        let widest = self
+            .block_out_channels
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(last);
+        if self.layers_per_block > 16 || widest > 1 << 14 || self.latent_channels > 1 << 10 {
             return Err("layers_per_block or block_out_channels is implausibly large".into());
         }
         if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
