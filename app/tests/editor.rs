@@ -43,6 +43,13 @@ fn env() -> Env {
     Env { _dir: dir, options }
 }
 
+/// An editor on `wf` (untitled), with the test's settings and output folders.
+fn app_with(e: &Env, wf: Workflow) -> EditorApp {
+    let mut app = EditorApp::new(e.options.clone());
+    app.doc = cachedit::gui::doc::EditorDoc::new(wf, None);
+    app
+}
+
 fn harness(app: EditorApp) -> Harness<'static, EditorApp> {
     Harness::builder()
         .with_size([1400.0, 900.0])

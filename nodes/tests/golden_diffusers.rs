@@ -9,34 +9,12 @@ use cachedit_nodes::sampling::denoise::{denoise, CfgMode, Flow, SampleSettings};
 use cachedit_nodes::schedulers::Scheduler;
 use cachedit_nodes::schedulers::{ddim, dpm_solver, euler, table, SchedulerConfig, SchedulerKind};
 use candle_core::{DType, Device, Tensor};
-use std::collections::HashMap;
-use std::path::PathBuf;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn load(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join(name), &Device::Cpu).expect("fixture loads")
-}
+mod golden;
+use golden::{fixtures, load, max_abs, norm_err};
 
 fn model(dir: &str) -> DiT {
     load_dit(&fixtures().join(dir), DType::F32, &Device::Cpu).expect("checkpoint loads")
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .and_then(|a| a.flatten_all())
-        .and_then(|a| a.max(0))
-        .and_then(|a| a.to_scalar::<f32>())
-        .expect("max")
-}
-
-/// `max|a − b| / max|b|`.
-fn norm_err(ours: &Tensor, reference: &Tensor) -> f32 {
-    assert_eq!(ours.dims(), reference.dims(), "shape");
-    let diff = (ours.to_dtype(DType::F32).expect("f32") - reference).expect("sub");
-    max_abs(&diff) / max_abs(reference).max(1e-12)
 }
 
 fn labels_u32(t: &Tensor) -> Tensor {

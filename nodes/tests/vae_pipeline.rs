@@ -5,35 +5,29 @@
 //! `max|ours − ref| / max|ref|`.
 
 use cachedit_nodes::cache::hook::PlainForward;
+use cachedit_nodes::image::convert::to_unit_range;
 use cachedit_nodes::models::builtin::load_model;
 use cachedit_nodes::models::loading::load_vae;
-use cachedit_nodes::models::vae::to_unit_range;
+use cachedit_nodes::models::LoadedModel;
 use cachedit_nodes::sampling::denoise::{denoise, CfgMode, Flow, SampleSettings};
 use cachedit_nodes::schedulers::SchedulerKind;
-use candle_core::{DType, Device, Tensor};
-use std::collections::HashMap;
-use std::path::PathBuf;
+use candle_core::{DType, Device};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+mod golden;
+use golden::{fixtures, load, norm_err};
 
-fn load(name: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixtures().join(name), &Device::Cpu).expect("fixture loads")
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .and_then(|a| a.flatten_all())
-        .and_then(|a| a.max(0))
-        .and_then(|a| a.to_scalar::<f32>())
-        .expect("max")
-}
-
-fn norm_err(ours: &Tensor, reference: &Tensor) -> f32 {
-    assert_eq!(ours.dims(), reference.dims(), "shape");
-    let diff = (ours.to_dtype(DType::F32).expect("f32") - reference).expect("sub");
-    max_abs(&diff) / max_abs(reference).max(1e-12)
+/// The pipeline fixture's run (seed 5, 12 DPM-Solver++ steps, guidance 4) for `classes`.
+fn pipeline_settings(loaded: &LoadedModel, classes: Vec<u32>) -> SampleSettings {
+    SampleSettings {
+        class_labels: classes,
+        seed: 5,
+        steps: 12,
+        guidance: 4.0,
+        cfg_mode: CfgMode::Batched,
+        scheduler: SchedulerKind::DpmSolverMultistep,
+        scheduler_config: loaded.scheduler_config.clone(),
+        size: None,
+    }
 }
 
 #[test]
@@ -82,16 +76,7 @@ fn a_dit_pipeline_folder_renders_the_pipelines_rgb_image() {
         "{summary}"
     );
 
-    let settings = SampleSettings {
-        class_labels: vec![2, 7],
-        seed: 5,
-        steps: 12,
-        guidance: 4.0,
-        cfg_mode: CfgMode::Batched,
-        scheduler: SchedulerKind::DpmSolverMultistep,
-        scheduler_config: loaded.scheduler_config.clone(),
-        size: None,
-    };
+    let settings = pipeline_settings(&loaded, vec![2, 7]);
     let out = denoise(
         &loaded.model,
         &settings,
@@ -171,16 +156,7 @@ fn live_previews_go_through_the_vae_every_few_steps_and_on_the_last() {
     let f = load("sample_dit_pipeline.safetensors");
     let folder = fixtures().join("dit_pipeline");
     let loaded = load_model(&folder.display().to_string(), "f32", "cpu").expect("pipeline loads");
-    let settings = SampleSettings {
-        class_labels: vec![2],
-        seed: 5,
-        steps: 12,
-        guidance: 4.0,
-        cfg_mode: CfgMode::Batched,
-        scheduler: SchedulerKind::DpmSolverMultistep,
-        scheduler_config: loaded.scheduler_config.clone(),
-        size: None,
-    };
+    let settings = pipeline_settings(&loaded, vec![2]);
     let noise = f["noise"].narrow(0, 0, 1).expect("one item");
     let mut preview = VaePreview::new(loaded.vae.clone().expect("VAE"));
     let mut sizes = Vec::new();

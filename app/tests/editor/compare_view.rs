@@ -28,12 +28,6 @@ fn compare_workflow(steps: i64, seeds: &str) -> Workflow {
     cachedit_nodes::graph::ron_io::parse_workflow(&text, "test").expect("workflow parses")
 }
 
-fn app_with(e: &Env, wf: Workflow) -> EditorApp {
-    let mut app = EditorApp::new(e.options.clone());
-    app.doc = cachedit::gui::doc::EditorDoc::new(wf, None);
-    app
-}
-
 /// Where a widget inside a node is on screen (widgets in nodes report graph coordinates).
 fn in_node(h: &Harness<'_, EditorApp>, label: &str) -> egui::Pos2 {
     let center = h.get_by_label(label).rect().center();

@@ -17,9 +17,7 @@ fn the_dit_pipeline_example_runs_in_the_editor_through_its_vae() {
         .expect("Load Model");
     load.params
         .insert("model".into(), Value::Text(folder.display().to_string()));
-    let mut app = EditorApp::new(e.options.clone());
-    app.doc = cachedit::gui::doc::EditorDoc::new(wf, None);
-    let mut h = fitted(app);
+    let mut h = fitted(app_with(&e, wf));
     h.state_mut().run();
     step_until_idle(&mut h, Duration::from_secs(120));
     let _ = h.run_ok();

@@ -49,6 +49,8 @@ pub struct StepCache {
 struct RunPlan {
     rules: Rules,
     steps: usize,
+    /// The block lists the plan was made for.
+    lists: Vec<BlockList>,
     /// The flattened run order; `front`, `middle` and the rest index into it.
     order: Vec<BlockAt>,
     front: usize,
@@ -114,6 +116,7 @@ impl RunPlan {
         Ok(RunPlan {
             rules,
             steps,
+            lists: lists.to_vec(),
             front: middle.start,
             stores,
             stores_encoder,
@@ -123,8 +126,9 @@ impl RunPlan {
         })
     }
 
+    /// Made for these lists and this step count (checked on every call: no allocation).
     fn fits(&self, lists: &[BlockList], steps: usize) -> bool {
-        self.steps == steps && self.order == run_order(lists)
+        self.steps == steps && self.lists == lists
     }
 }
 

@@ -11,10 +11,10 @@ pub mod table;
 
 use crate::cache::hook::{PlainForward, TransformerHook};
 use crate::cache::{CacheSummary, StepCache, StepCacheConfig, NO_CACHE};
-use crate::image::convert::{image_from_tensor, images_from_pixel_tensor};
 use crate::image::RgbImage;
 use crate::metrics::{psnr, ssim};
 use crate::models::blocks::BlockTransformer;
+use crate::models::vae::images_of;
 use crate::models::AnyModel;
 use crate::sampling::denoise::{denoise, initial_noise, Flow, SampleSettings};
 use crate::sampling::interleave::{bits, warm_up};
@@ -377,14 +377,7 @@ pub fn run_comparison(
                         target.reused_calls += summary.reused_calls;
                         target.block_evaluations += summary.block_evaluations;
                         target.block_evaluations_uncached += summary.block_evaluations_uncached;
-                        let decoded = match vae {
-                            Some(vae) => vae
-                                .decode(&result.sample, true)
-                                .map_err(crate::image::ImageError::from)
-                                .and_then(|p| images_from_pixel_tensor(&p)),
-                            None => image_from_tensor(&result.sample),
-                        };
-                        let image = decoded
+                        let image = images_of(vae, &result.sample)
                             .map_err(|e| SamplingError::Invalid {
                                 field: "image",
                                 message: e.to_string(),

@@ -23,6 +23,13 @@ fn cpu_f32_values(t: &Tensor) -> Result<Vec<f32>, ImageError> {
         .to_vec1::<f32>()?)
 }
 
+/// Model-space images in `[-1, 1]` → `[0, 1]`, as diffusers' pipelines do: `x / 2 + 0.5`
+/// then `clamp(0, 1)`, in the tensor's own dtype. The division by 2 is exact, so
+/// `affine(0.5, 0.5)` rounds identically.
+pub fn to_unit_range(images: &Tensor) -> candle_core::Result<Tensor> {
+    images.affine(0.5, 0.5)?.clamp(0f64, 1f64)
+}
+
 /// Converts a `[B, 3, H, W]` pixel tensor in model space `[-1, 1]` (any float dtype, any
 /// device) into `B` RGB images, exactly as diffusers' `DiTPipeline` + `numpy_to_pil` do:
 /// `x = (x / 2 + 0.5).clamp(0, 1)` in the tensor's own dtype, then `(x * 255).round()` in f32.
@@ -30,9 +37,7 @@ pub fn images_from_pixel_tensor(t: &Tensor) -> Result<Vec<RgbImage>, ImageError>
     let (batch, height, width) = check_shape(t, 3, "expected pixels [B, 3, H, W]")?;
     let (w32, h32) = (dim_u32(t, width)?, dim_u32(t, height)?);
 
-    // Same op order and dtype as diffusers: `samples / 2 + 0.5` then `clamp(0, 1)` in the
-    // sample dtype; the division by 2 is exact, so `affine(0.5, 0.5)` rounds identically.
-    let x = float_input(t)?.affine(0.5, 0.5)?.clamp(0f64, 1f64)?;
+    let x = to_unit_range(&float_input(t)?)?;
     let values = cpu_f32_values(&x)?;
 
     let plane = height * width;

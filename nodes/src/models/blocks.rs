@@ -82,6 +82,12 @@ pub enum Conditioning {
 }
 
 impl Conditioning {
+    /// Class labels, one per batch item, on `device`.
+    pub fn classes(labels: Vec<u32>, device: &Device) -> Result<Conditioning> {
+        let n = labels.len();
+        Ok(Conditioning::Class(Tensor::from_vec(labels, n, device)?))
+    }
+
     /// How many batch items it conditions.
     pub fn batch(&self) -> Result<usize> {
         match self {

@@ -4,10 +4,7 @@
 use super::device::{parse_dtype, DeviceSpec};
 use super::dit::DiT;
 use super::dit::{random, DiTConfig};
-use super::loading::{
-    dit_from_tensors, load_checkpoint, load_vae, locate, parse_config, pipeline_vae_dir,
-    read_config,
-};
+use super::loading::{dit_from_tensors, load_checkpoint, locate, parse_config, read_config};
 use super::{LoadedModel, ModelError};
 use crate::schedulers::SchedulerConfig;
 use candle_core::{DType, Device};
@@ -133,13 +130,8 @@ pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel,
     {
         Some(b) => (b.load(dtype, &device)?, SchedulerConfig::default(), None),
         None => {
-            let path = checkpoint_path(model)?;
-            let (dit, scheduler) = load_checkpoint(path, dtype, &device)?;
-            let vae = match pipeline_vae_dir(path) {
-                Some(dir) => Some(Arc::new(load_vae(&dir, dtype, &device)?)),
-                None => None,
-            };
-            (dit, scheduler, vae)
+            let (dit, scheduler, vae) = load_checkpoint(checkpoint_path(model)?, dtype, &device)?;
+            (dit, scheduler, vae.map(Arc::new))
         }
     };
     if let Some(v) = &vae {

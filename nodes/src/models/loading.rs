@@ -52,6 +52,8 @@ pub struct CheckpointFiles {
     /// The pipeline's `scheduler/scheduler_config.json`, when the checkpoint is (or is the
     /// `transformer/` of) a pipeline folder that has one.
     pub scheduler_config: Option<PathBuf>,
+    /// The pipeline's `vae/` folder, when it has a `config.json`.
+    pub vae: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,33 +78,39 @@ fn scheduler_config_in(pipeline: &Path) -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// The scheduler config beside a checkpoint folder `dir` that sits in a pipeline folder (one
-/// with `model_index.json`), as `transformer/` does.
-fn sibling_scheduler_config(dir: &Path) -> Option<PathBuf> {
-    let parent = dir.parent()?;
-    if parent.join("model_index.json").is_file() {
-        scheduler_config_in(parent)
-    } else {
-        None
+/// The pipeline folder `path` belongs to: `path` itself when it holds a `transformer/`, else
+/// the folder above the checkpoint folder when that has `model_index.json` (as the folder
+/// above `transformer/` does).
+fn pipeline_of(path: &Path) -> Option<PathBuf> {
+    if path.is_dir() && path.join("transformer").join("config.json").is_file() {
+        return Some(path.to_path_buf());
     }
+    let dir = if path.is_file() {
+        path.parent().unwrap_or(Path::new("."))
+    } else {
+        path
+    };
+    let parent = dir.parent()?;
+    parent
+        .join("model_index.json")
+        .is_file()
+        .then(|| parent.to_path_buf())
+}
+
+/// `<pipeline>/vae` when it has a `config.json`.
+fn vae_in(pipeline: &Path) -> Option<PathBuf> {
+    let vae = pipeline.join("vae");
+    vae.join("config.json").is_file().then_some(vae)
 }
 
 /// Finds config and weights for `path`: a checkpoint folder, a diffusers pipeline folder
 /// (uses its `transformer/`), or a weights file with `config.json` beside it; and the
-/// pipeline's scheduler config, if any.
+/// pipeline's scheduler config and VAE, if any.
 pub fn locate(path: &Path) -> Result<CheckpointFiles, ModelError> {
     let mut files = locate_weights(path)?;
-    files.scheduler_config =
-        if path.is_dir() && path.join("transformer").join("config.json").is_file() {
-            scheduler_config_in(path)
-        } else {
-            let dir = if path.is_file() {
-                path.parent().unwrap_or(Path::new("."))
-            } else {
-                path
-            };
-            sibling_scheduler_config(dir)
-        };
+    let pipeline = pipeline_of(path);
+    files.scheduler_config = pipeline.as_deref().and_then(scheduler_config_in);
+    files.vae = pipeline.as_deref().and_then(vae_in);
     Ok(files)
 }
 
@@ -126,6 +134,7 @@ fn locate_weights(path: &Path) -> Result<CheckpointFiles, ModelError> {
             config,
             weights,
             scheduler_config: None,
+            vae: None,
         });
     }
     if !path.is_dir() {
@@ -157,6 +166,7 @@ fn locate_weights(path: &Path) -> Result<CheckpointFiles, ModelError> {
         config,
         weights,
         scheduler_config: None,
+        vae: None,
     })
 }
 
@@ -215,20 +225,25 @@ pub fn load_dit(path: &Path, dtype: DType, device: &Device) -> Result<DiT, Model
     load_located(&locate(path)?, dtype, device, LoadLimits::machine())
 }
 
-/// Loads a DiT checkpoint and the scheduler config of its pipeline (DiT's default when it has
-/// none). A bad scheduler config fails here, naming the file and the field.
+/// Loads a DiT checkpoint, the scheduler config of its pipeline (DiT's default when it has
+/// none) and the pipeline's VAE, if any. A bad scheduler config fails here, naming the file
+/// and the field.
 pub fn load_checkpoint(
     path: &Path,
     dtype: DType,
     device: &Device,
-) -> Result<(DiT, SchedulerConfig), ModelError> {
+) -> Result<(DiT, SchedulerConfig, Option<Vae>), ModelError> {
     let files = locate(path)?;
     let scheduler = match &files.scheduler_config {
         Some(p) => SchedulerConfig::read(p)?,
         None => SchedulerConfig::default(),
     };
     let dit = load_located(&files, dtype, device, LoadLimits::machine())?;
-    Ok((dit, scheduler))
+    let vae = match &files.vae {
+        Some(dir) => Some(load_vae(dir, dtype, device)?),
+        None => None,
+    };
+    Ok((dit, scheduler, vae))
 }
 
 /// Refuses a config whose step would need more memory than allowed. On the CPU the whole
@@ -366,23 +381,6 @@ fn var_builder(
             (vb, p.clone(), bytes)
         }
     })
-}
-
-/// The `vae/` of the pipeline folder a checkpoint belongs to: `path` itself when it is the
-/// pipeline folder, else the folder above `transformer/`.
-pub fn pipeline_vae_dir(path: &Path) -> Option<PathBuf> {
-    let pipeline = if path.join("model_index.json").is_file() {
-        path.to_path_buf()
-    } else {
-        let dir = if path.is_file() { path.parent()? } else { path };
-        let parent = dir.parent()?;
-        if !parent.join("model_index.json").is_file() {
-            return None;
-        }
-        parent.to_path_buf()
-    };
-    let vae = pipeline.join("vae");
-    vae.join("config.json").is_file().then_some(vae)
 }
 
 /// `vae/config.json`, checked.

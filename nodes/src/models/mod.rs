@@ -146,14 +146,7 @@ impl LoadedModel {
         &self,
         sample: &Tensor,
     ) -> Result<Vec<crate::image::RgbImage>, crate::image::ImageError> {
-        use crate::image::convert::{image_from_tensor, images_from_pixel_tensor};
-        match &self.vae {
-            Some(vae) => {
-                let pixels = vae.decode(sample, true)?;
-                images_from_pixel_tensor(&pixels)
-            }
-            None => image_from_tensor(sample),
-        }
+        vae::images_of(self.vae.as_deref(), sample)
     }
 
     /// One line on what was loaded, for the Load Model node.

@@ -226,12 +226,7 @@ impl BlockTransformer for TwoList {
     }
 
     fn null_conditioning(&self, batch: usize) -> Result<Conditioning> {
-        let null = self.config.classes as u32;
-        Ok(Conditioning::Class(Tensor::from_vec(
-            vec![null; batch],
-            batch,
-            &self.device,
-        )?))
+        Conditioning::classes(vec![self.config.classes as u32; batch], &self.device)
     }
 
     fn modulated_input(&self, s: &Streams, call: &TwoListCall) -> Result<Option<Tensor>> {

@@ -3,6 +3,8 @@
 //! diffusers' tiled decode for large images. The network is candle-transformers'
 //! `stable_diffusion::vae`, which loads diffusers' tensor names unchanged.
 
+use crate::image::convert::{image_from_tensor, images_from_pixel_tensor};
+use crate::image::{ImageError, RgbImage};
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEncoderKLConfig};
@@ -290,7 +292,14 @@ fn blend(a: &Tensor, b: &Tensor, extent: usize, dim: usize) -> Result<Tensor> {
     Tensor::cat(&[&mixed, &b.narrow(dim, extent, len_b - extent)?], dim)
 }
 
-/// Images in `[-1, 1]` → `[0, 1]`, as the pipelines' `postprocess` (`x / 2 + 0.5`, clamped).
-pub fn to_unit_range(images: &Tensor) -> Result<Tensor> {
-    ((images / 2.0)? + 0.5)?.clamp(0.0, 1.0)
+/// The images of a sample: through `vae` when the model has one (tiled when larger than one
+/// VAE tile), else the pixels, or the latent preview of a latent model.
+pub fn images_of(
+    vae: Option<&Vae>,
+    sample: &Tensor,
+) -> std::result::Result<Vec<RgbImage>, ImageError> {
+    match vae {
+        Some(vae) => images_from_pixel_tensor(&vae.decode(sample, true)?),
+        None => image_from_tensor(sample),
+    }
 }

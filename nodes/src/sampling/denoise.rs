@@ -223,9 +223,8 @@ pub fn denoise_with_preview<M: BlockTransformer + ?Sized>(
     let timesteps = scheduler.timesteps().to_vec();
     let total = timesteps.len();
 
-    let labels = Tensor::from_vec(settings.class_labels.clone(), batch, &device)
-        .map_err(candle("labels"))?;
-    let cond = Conditioning::Class(labels);
+    let cond =
+        Conditioning::classes(settings.class_labels.clone(), &device).map_err(candle("labels"))?;
     let null = model
         .null_conditioning(batch)
         .map_err(candle("null conditioning"))?;

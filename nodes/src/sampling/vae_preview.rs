@@ -2,9 +2,8 @@
 //! latent approximation in between.
 
 use super::denoise::{preview_of, LatentPreview, Preview};
-use crate::image::convert::images_from_pixel_tensor;
 use crate::image::RgbImage;
-use crate::models::vae::Vae;
+use crate::models::vae::{images_of, Vae};
 use candle_core::Tensor;
 use std::sync::Arc;
 
@@ -29,8 +28,7 @@ impl VaePreview {
     /// The first image of `x` through the VAE; none when it cannot be decoded.
     fn decode_first(&self, x: &Tensor) -> Option<Arc<RgbImage>> {
         let first = x.narrow(0, 0, 1).ok()?;
-        let pixels = self.vae.decode(&first, true).ok()?;
-        images_from_pixel_tensor(&pixels)
+        images_of(Some(&self.vae), &first)
             .ok()?
             .into_iter()
             .next()

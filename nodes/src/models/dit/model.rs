@@ -255,11 +255,6 @@ impl BlockTransformer for DiT {
     }
 
     fn null_conditioning(&self, batch: usize) -> Result<Conditioning> {
-        let null = self.config.num_classes() as u32;
-        Ok(Conditioning::Class(Tensor::from_vec(
-            vec![null; batch],
-            batch,
-            &self.device,
-        )?))
+        Conditioning::classes(vec![self.config.num_classes() as u32; batch], &self.device)
     }
 }
