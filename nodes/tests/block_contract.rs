@@ -172,6 +172,7 @@ fn the_denoise_loop_samples_the_two_list_family_with_guidance() {
     for cfg_mode in [CfgMode::Batched, CfgMode::Separate] {
         let s = SampleSettings {
             class_labels: vec![1, 2],
+            prompt: None,
             seed: 11,
             steps: 6,
             guidance: 3.0,

@@ -100,6 +100,7 @@ fn step_cache_config(entry: &Value) -> StepCacheConfig {
 fn settings(run: &Value) -> SampleSettings {
     SampleSettings {
         class_labels: vec![int(&run["class_label"]) as u32],
+        prompt: None,
         seed: 0, // the noise comes from the fixture
         steps: int(&run["steps"]) as usize,
         guidance: number(&run["guidance"]),

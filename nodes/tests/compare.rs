@@ -23,6 +23,7 @@ fn model() -> AnyModel {
 fn settings() -> SampleSettings {
     SampleSettings {
         class_labels: vec![0],
+        prompt: None,
         seed: 0,
         steps: 8,
         guidance: 4.0,
@@ -135,6 +136,7 @@ fn every_cell_starts_from_the_reference_noise_and_matches_a_plain_cached_run() {
             let s = SampleSettings {
                 seed: sample.seed,
                 class_labels: vec![sample.class],
+                prompt: None,
                 ..settings()
             };
             let noise = initial_noise(&dit, &s, &Device::Cpu).expect("noise");

@@ -196,6 +196,7 @@ fn check_sampling_cfg(
     let steps = f["timesteps"].dims1().expect("timesteps");
     let settings = SampleSettings {
         class_labels: labels,
+        prompt: None,
         seed: 0,
         steps,
         guidance,

@@ -28,6 +28,7 @@ fn model() -> DiT {
 fn settings(steps: usize, cfg_mode: CfgMode, seed: u64) -> SampleSettings {
     SampleSettings {
         class_labels: vec![3],
+        prompt: None,
         seed,
         steps,
         guidance: 4.0,

@@ -20,6 +20,7 @@ use golden::{fixtures, load, norm_err};
 fn pipeline_settings(loaded: &LoadedModel, classes: Vec<u32>) -> SampleSettings {
     SampleSettings {
         class_labels: classes,
+        prompt: None,
         seed: 5,
         steps: 12,
         guidance: 4.0,

@@ -386,6 +386,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
         let settings: Vec<SampleSettings> = (0..args.images)
             .map(|i| SampleSettings {
                 class_labels: vec![(i % classes) as u32],
+                prompt: None,
                 seed: i as u64,
                 steps,
                 guidance: args.guidance,

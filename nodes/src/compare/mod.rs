@@ -327,6 +327,7 @@ pub fn run_comparison(
         let settings = SampleSettings {
             seed,
             class_labels: vec![class],
+            prompt: None,
             ..spec.settings.clone()
         };
         let noise = initial_noise(model, &settings, model.device())?;

@@ -70,6 +70,7 @@ pub fn conditional_accuracy<M: BlockTransformer + ?Sized>(
     for class in 0..classes {
         let settings = SampleSettings {
             class_labels: vec![class as u32; check.per_class],
+            prompt: None,
             seed: check.seed + class as u64,
             steps: check.steps,
             guidance: check.guidance,

@@ -168,7 +168,14 @@ pub(crate) fn compare_cells(
     cells: Vec<Cell>,
     params: &Params,
 ) -> Result<Outputs, NodeError> {
-    let (scheduler, cfg_mode) = scheduler_and_cfg(params)?;
+    if model.model.latent().classes.is_none() {
+        return Err(NodeError::Other(format!(
+            "{} is text-conditioned; Compare and Sweep run class-conditional models so far \
+             (compare FLUX.1 strategies with Samplers side by side)",
+            model.model.family()
+        )));
+    }
+    let (scheduler, cfg_mode) = scheduler_and_cfg(params, &model.scheduler_config)?;
     let seeds = parse_list::<u64>(params.text("seeds")?)
         .map_err(|m| NodeError::Param("seeds".into(), m))?;
     let classes = parse_list::<u32>(params.text("classes")?)
@@ -178,6 +185,7 @@ pub(crate) fn compare_cells(
     let spec = CompareSpec {
         settings: SampleSettings {
             class_labels: vec![0],
+            prompt: None,
             seed: 0,
             steps: params.int("steps")? as usize,
             guidance: params.float("guidance")?,

@@ -1,8 +1,10 @@
-//! Load Model: a built-in model by name or a diffusers DiT checkpoint from a local path.
+//! Load Model: a built-in model by name, or a diffusers DiT or FLUX.1 checkpoint or pipeline
+//! folder from a local path.
 
 use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
 use crate::models::builtin::{load_model, model_config};
+use crate::models::flux::loading::flux_config;
 use crate::registry::{
     Inputs, KindSpec, ModelFacts, NodeError, NodeKind, Outputs, ParamSpec, Params, PortSpec,
     PortType, Preflight, PreflightContext,
@@ -17,9 +19,9 @@ impl NodeKind for LoadModel {
             name: "LoadModel",
             title: "Load Model",
             category: "model",
-            help: "Loads a DiT: a built-in model by name, or a diffusers checkpoint folder \
-                   (config.json + .safetensors or .bin) from a local path; a pipeline \
-                   folder's scheduler/scheduler_config.json is read too.",
+            help: "Loads a DiT or FLUX.1: a built-in model by name, or a diffusers checkpoint \
+                   folder (config.json + .safetensors or .bin) or pipeline folder from a local \
+                   path; a pipeline's scheduler, VAE and text encoders are read too.",
             inputs: vec![],
             outputs: vec![PortSpec::output(
                 "model",
@@ -30,7 +32,8 @@ impl NodeKind for LoadModel {
                 ParamSpec::text(
                     "model",
                     crate::models::builtin::DEFAULT_MODEL,
-                    "built-in model name, or a path to a diffusers DiT checkpoint folder",
+                    "built-in model name, or a path to a diffusers DiT or FLUX.1 checkpoint \
+                     or pipeline folder",
                 ),
                 ParamSpec::choice(
                     "dtype",
@@ -66,13 +69,22 @@ impl NodeKind for LoadModel {
         let Ok(name) = params.text("model") else {
             return Preflight::default();
         };
-        match model_config(name) {
-            Ok(config) => Preflight {
-                model: Some(ModelFacts {
-                    num_classes: config.num_classes(),
-                    in_channels: config.in_channels,
-                    patch_size: config.patch_size,
-                }),
+        let facts = match flux_config(std::path::Path::new(name)) {
+            // A text model: no classes, 2×2-packed latents.
+            Some(flux) => flux.map(|c| ModelFacts {
+                num_classes: 0,
+                in_channels: c.latent_channels(),
+                patch_size: 2,
+            }),
+            None => model_config(name).map(|config| ModelFacts {
+                num_classes: config.num_classes(),
+                in_channels: config.in_channels,
+                patch_size: config.patch_size,
+            }),
+        };
+        match facts {
+            Ok(facts) => Preflight {
+                model: Some(facts),
                 problems: vec![],
             },
             Err(e) => Preflight {

@@ -17,7 +17,7 @@ use crate::registry::{
 };
 use crate::sampling::denoise::{
     check_settings, denoise_with_preview, initial_noise, CfgMode, Flow, LatentPreview, Preview,
-    SampleResult, SampleSettings,
+    PromptSettings, SampleResult, SampleSettings,
 };
 use crate::sampling::interleave::{run_interleaved, CachedRun};
 use crate::sampling::latent_file::read_latent;
@@ -25,7 +25,7 @@ use crate::sampling::measure::load_average_1m;
 use crate::sampling::stats::{Measured, SamplerStats, StepStat};
 use crate::sampling::vae_preview::VaePreview;
 use crate::sampling::SamplingError;
-use crate::schedulers::SchedulerKind;
+use crate::schedulers::{SchedulerConfig, SchedulerKind};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,10 +38,11 @@ impl NodeKind for Sampler {
             name: "Sampler",
             title: "Sampler",
             category: "sampling",
-            help: "Denoises seeded noise into an image of the chosen class with classifier-free \
-                   guidance. A step-cache config on `cache` lets it reuse transformer work.",
+            help: "Denoises seeded noise into an image of the chosen class (DiT) or of the \
+                   prompt (FLUX.1), with guidance. A step-cache config on `cache` lets it reuse \
+                   transformer work.",
             inputs: vec![
-                PortSpec::required("model", PortType::Model, "the DiT to sample"),
+                PortSpec::required("model", PortType::Model, "the model to sample"),
                 PortSpec::optional("cache", PortType::CacheConfig, "step-cache settings"),
             ],
             outputs: vec![
@@ -62,6 +63,47 @@ impl NodeKind for Sampler {
                     0,
                     u32::MAX as i64,
                     "noise seed; same seed, same image",
+                ),
+                ParamSpec::text(
+                    "prompt",
+                    "",
+                    "text-conditioned models (FLUX.1): what to draw; encoded once per prompt \
+                     while the model stays loaded",
+                ),
+                ParamSpec::text(
+                    "negative_prompt",
+                    "",
+                    "text-conditioned models, with true_cfg above 1: what to steer away from",
+                ),
+                ParamSpec::float(
+                    "true_cfg",
+                    1.0,
+                    1.0,
+                    30.0,
+                    "text-conditioned models: classifier-free guidance with the negative \
+                     prompt (two calls per step; FluxPipeline's true_cfg_scale); 1 = off",
+                ),
+                ParamSpec::int(
+                    "max_sequence_length",
+                    512,
+                    1,
+                    4096,
+                    "text-conditioned models: T5 tokens the prompt is padded or cut to \
+                     (FluxPipeline's max_sequence_length)",
+                ),
+                ParamSpec::int(
+                    "width",
+                    0,
+                    0,
+                    8192,
+                    "image width in pixels; 0 = the model's native size",
+                ),
+                ParamSpec::int(
+                    "height",
+                    0,
+                    0,
+                    8192,
+                    "image height in pixels; 0 = the model's native size",
                 ),
                 ParamSpec::text(
                     "latent_file",
@@ -105,16 +147,17 @@ impl NodeKind for Sampler {
             Some(c) => Some(c.as_cache_config("cache")?.clone()),
             None => None,
         };
-        let (scheduler, cfg_mode) = scheduler_and_cfg(params)?;
+        let (scheduler, cfg_mode) = scheduler_and_cfg(params, &model.scheduler_config)?;
         let mut settings = SampleSettings {
             class_labels: vec![params.int("class_label")? as u32],
+            prompt: prompt_settings(&model, params)?,
             seed: params.int("seed")? as u64,
             steps: params.int("steps")? as usize,
             guidance: params.float("guidance")?,
             cfg_mode,
             scheduler,
             scheduler_config: model.scheduler_config.clone(),
-            size: None,
+            size: latent_size(&model, params)?,
         };
         // The config is validated and its schedule built once, here, for this model and run.
         let mut hook: Box<dyn TransformerHook<AnyModel>> = match &cache {
@@ -235,7 +278,9 @@ impl NodeKind for Sampler {
         let Some(model) = ctx.model else {
             return Preflight::default();
         };
-        if let Ok(class) = params.int("class_label") {
+        // Text-conditioned models (no classes) take any prompt, the empty one included.
+        let class_model = model.num_classes > 0;
+        if let (true, Ok(class)) = (class_model, params.int("class_label")) {
             if class < 0 || class as usize >= model.num_classes {
                 problems.push((
                     "class_label",
@@ -264,6 +309,79 @@ impl NodeKind for Sampler {
             problems,
         }
     }
+}
+
+/// The prompt and its encodings for a text-conditioned model; `None` for a class model.
+fn prompt_settings(
+    model: &LoadedModel,
+    params: &Params,
+) -> Result<Option<PromptSettings>, NodeError> {
+    if model.model.latent().classes.is_some() {
+        return Ok(None);
+    }
+    let Some(text) = &model.text else {
+        return Err(NodeError::Other(format!(
+            "{} needs its text encoders to take a prompt: load the whole pipeline folder \
+             (text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/ beside transformer/)",
+            model.name
+        )));
+    };
+    let length = params.int("max_sequence_length")? as usize;
+    let encode = |field: &str, prompt: &str| {
+        text.encode(prompt, length)
+            .map_err(|m| NodeError::Param(field.into(), m))
+    };
+    let prompt = params.text("prompt")?.to_string();
+    let negative = params.text("negative_prompt")?.to_string();
+    let true_cfg = params.float("true_cfg")?;
+    // FluxPipeline runs true CFG only with a negative prompt.
+    let negative_embeds = if true_cfg > 1.0 && !negative.is_empty() {
+        Some(encode("negative_prompt", &negative)?)
+    } else {
+        None
+    };
+    Ok(Some(PromptSettings {
+        embeds: encode("prompt", &prompt)?,
+        prompt,
+        negative,
+        true_cfg,
+        negative_embeds,
+    }))
+}
+
+/// The latent size `width` × `height` pixels ask for (`None`: the native size); the error
+/// names the param whose value does not fit the VAE's and the patch's multiples.
+fn latent_size(model: &LoadedModel, params: &Params) -> Result<Option<(usize, usize)>, NodeError> {
+    let (w, h) = (
+        params.int("width")? as usize,
+        params.int("height")? as usize,
+    );
+    if w == 0 && h == 0 {
+        return Ok(None);
+    }
+    let latent = model.model.latent();
+    let down = model.vae.as_ref().map_or(1, |v| v.config().downscale());
+    let step = down * latent.multiple;
+    let side = |name: &str, px: usize, native: usize| -> Result<usize, NodeError> {
+        if px == 0 {
+            return Ok(native);
+        }
+        if px % step != 0 {
+            return Err(NodeError::Param(
+                name.into(),
+                format!(
+                    "{px} px is not a multiple of {step} (the VAE's ×{down} times the \
+                     model's latent multiple {})",
+                    latent.multiple
+                ),
+            ));
+        }
+        Ok(px / down)
+    };
+    Ok(Some((
+        side("height", h, latent.sample_size.0)?,
+        side("width", w, latent.sample_size.1)?,
+    )))
 }
 
 /// The noise in `path` as a `[1, C, H, W]` tensor, checked against the model.
@@ -296,9 +414,11 @@ pub(crate) fn loop_params() -> Vec<ParamSpec> {
         ),
         ParamSpec::choice(
             "scheduler",
-            "dpm++2m",
-            SchedulerKind::NAMES,
-            "dpm++2m (DPM-Solver++ 2M), ddim or euler, as in diffusers",
+            AUTO_SCHEDULER,
+            SCHEDULER_CHOICES,
+            "auto (the pipeline's own scheduler class, else dpm++2m), dpm++2m \
+             (DPM-Solver++ 2M), ddim, euler or flow-euler (flow matching, FLUX.1), as in \
+             diffusers",
         ),
         ParamSpec::choice(
             "cfg_mode",
@@ -310,15 +430,32 @@ pub(crate) fn loop_params() -> Vec<ParamSpec> {
     ]
 }
 
-/// The scheduler and guidance mode `params` choose; an unknown name names its param.
-pub(crate) fn scheduler_and_cfg(params: &Params) -> Result<(SchedulerKind, CfgMode), NodeError> {
+/// The `scheduler` choice that takes the pipeline's own class.
+pub(crate) const AUTO_SCHEDULER: &str = "auto";
+
+/// `auto`, then every scheduler by name.
+const SCHEDULER_CHOICES: &[&str] = &["auto", "dpm++2m", "ddim", "euler", "flow-euler"];
+
+/// The scheduler and guidance mode `params` choose (`auto`: the class `config` names, else
+/// DPM-Solver++); an unknown name names its param.
+pub(crate) fn scheduler_and_cfg(
+    params: &Params,
+    config: &SchedulerConfig,
+) -> Result<(SchedulerKind, CfgMode), NodeError> {
     let scheduler_name = params.text("scheduler")?;
-    let scheduler = SchedulerKind::parse(scheduler_name).ok_or_else(|| {
-        NodeError::Param(
-            "scheduler".into(),
-            format!("unknown scheduler {scheduler_name:?}"),
-        )
-    })?;
+    let scheduler = if scheduler_name == AUTO_SCHEDULER {
+        config
+            .class_name()
+            .and_then(SchedulerKind::from_class_name)
+            .unwrap_or(SchedulerKind::DpmSolverMultistep)
+    } else {
+        SchedulerKind::parse(scheduler_name).ok_or_else(|| {
+            NodeError::Param(
+                "scheduler".into(),
+                format!("unknown scheduler {scheduler_name:?}"),
+            )
+        })?
+    };
     let cfg_name = params.text("cfg_mode")?;
     let cfg_mode = CfgMode::parse(cfg_name)
         .ok_or_else(|| NodeError::Param("cfg_mode".into(), format!("unknown mode {cfg_name:?}")))?;

@@ -79,6 +79,38 @@ pub fn total_blocks(lists: &[BlockList]) -> usize {
 pub enum Conditioning {
     /// Class labels `[B]` (u32); class-conditional models have a null class for guidance.
     Class(Tensor),
+    /// An encoded prompt (FLUX.1: T5 tokens and the pooled CLIP embedding).
+    Text(TextConditioning),
+}
+
+/// An encoded prompt, one row per batch item.
+#[derive(Debug, Clone)]
+pub struct TextConditioning {
+    /// The sequence encoder's tokens `[B, S, D]` (T5).
+    pub tokens: Tensor,
+    /// The pooled embedding `[B, P]` (CLIP).
+    pub pooled: Tensor,
+    /// The distilled guidance scale `[B]` for models that embed it (FLUX.1-dev).
+    pub guidance: Option<Tensor>,
+}
+
+impl TextConditioning {
+    /// The same prompt for `batch` items, with `guidance` (f32, on the prompt's device) for
+    /// models that embed it.
+    pub fn repeat(&self, batch: usize, guidance: Option<f64>) -> Result<TextConditioning> {
+        let rows = |t: &Tensor| -> Result<Tensor> {
+            let first = t.narrow(0, 0, 1)?;
+            Tensor::cat(&vec![&first; batch], 0)
+        };
+        Ok(TextConditioning {
+            tokens: rows(&self.tokens)?,
+            pooled: rows(&self.pooled)?,
+            guidance: match guidance {
+                Some(g) => Some(Tensor::full(g as f32, batch, self.pooled.device())?),
+                None => None,
+            },
+        })
+    }
 }
 
 impl Conditioning {
@@ -92,6 +124,7 @@ impl Conditioning {
     pub fn batch(&self) -> Result<usize> {
         match self {
             Conditioning::Class(labels) => labels.dims1(),
+            Conditioning::Text(text) => Ok(text.pooled.dims2()?.0),
         }
     }
 
@@ -101,6 +134,19 @@ impl Conditioning {
             (Conditioning::Class(a), Conditioning::Class(b)) => {
                 Ok(Conditioning::Class(Tensor::cat(&[a, b], 0)?))
             }
+            (Conditioning::Text(a), Conditioning::Text(b)) => {
+                let guidance = match (&a.guidance, &b.guidance) {
+                    (Some(ga), Some(gb)) => Some(Tensor::cat(&[ga, gb], 0)?),
+                    (None, None) => None,
+                    _ => candle_core::bail!("guidance on one half of a batch only"),
+                };
+                Ok(Conditioning::Text(TextConditioning {
+                    tokens: Tensor::cat(&[&a.tokens, &b.tokens], 0)?,
+                    pooled: Tensor::cat(&[&a.pooled, &b.pooled], 0)?,
+                    guidance,
+                }))
+            }
+            _ => candle_core::bail!("cannot batch a class and a prompt conditioning"),
         }
     }
 }
@@ -148,8 +194,15 @@ pub trait BlockTransformer {
     /// Output head: `[B, out_channels, H, W]`.
     fn finish(&self, streams: &Streams, call: &Self::Call) -> Result<Tensor>;
 
-    /// The unconditional input for guidance (the null class, the empty prompt).
+    /// The unconditional input for guidance (the null class); text models have none of
+    /// their own (their negative prompt is encoded by the caller) and say so.
     fn null_conditioning(&self, batch: usize) -> Result<Conditioning>;
+
+    /// Whether the model takes the guidance scale as an input (FLUX.1-dev) instead of running
+    /// classifier-free guidance.
+    fn embeds_guidance(&self) -> bool {
+        false
+    }
 
     /// The timestep-modulated input of the first block, for indicators that read it
     /// (TeaCache); `None` when the family does not expose it.

@@ -1,6 +1,7 @@
 //! Models that ship with the app and are found by name, and the one entry point that loads a
 //! model from a built-in name or a checkpoint path.
 
+use super::blocks::BlockTransformer;
 use super::device::{parse_dtype, DeviceSpec};
 use super::dit::DiT;
 use super::dit::{random, DiTConfig};
@@ -126,16 +127,37 @@ impl BuiltinModel {
 pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel, ModelError> {
     let device = DeviceSpec::parse(device)?.open()?;
     let dtype = parse_dtype(dtype, &device)?;
-    let (dit, scheduler_config, vae) = match builtin_models().into_iter().find(|m| m.name == model)
-    {
-        Some(b) => (b.load(dtype, &device)?, SchedulerConfig::default(), None),
-        None => {
-            let (dit, scheduler, vae) = load_checkpoint(checkpoint_path(model)?, dtype, &device)?;
-            (dit, scheduler, vae.map(Arc::new))
-        }
-    };
+    let (model_any, scheduler_config, vae, text) =
+        match builtin_models().into_iter().find(|m| m.name == model) {
+            Some(b) => (
+                super::AnyModel::Dit(b.load(dtype, &device)?),
+                SchedulerConfig::default(),
+                None,
+                None,
+            ),
+            None => {
+                let path = checkpoint_path(model)?;
+                if super::flux::loading::is_flux(path) {
+                    let parts = super::flux::loading::load_flux(path, dtype, &device)?;
+                    (
+                        super::AnyModel::Flux(parts.transformer),
+                        parts.scheduler,
+                        parts.vae.map(Arc::new),
+                        parts.text.map(Arc::new),
+                    )
+                } else {
+                    let (dit, scheduler, vae) = load_checkpoint(path, dtype, &device)?;
+                    (
+                        super::AnyModel::Dit(dit),
+                        scheduler,
+                        vae.map(Arc::new),
+                        None,
+                    )
+                }
+            }
+        };
     if let Some(v) = &vae {
-        let (wanted, has) = (dit.config().in_channels, v.config().latent_channels);
+        let (wanted, has) = (model_any.latent().channels, v.config().latent_channels);
         if wanted != has {
             return Err(ModelError::File {
                 path: model.to_string(),
@@ -147,8 +169,9 @@ pub fn load_model(model: &str, dtype: &str, device: &str) -> Result<LoadedModel,
     }
     Ok(LoadedModel {
         name: model.to_string(),
-        model: super::AnyModel::Dit(dit),
+        model: model_any,
         vae,
+        text,
         device,
         dtype,
         scheduler_config,

@@ -64,7 +64,7 @@ pub enum Weights {
     Pytorch(PathBuf),
 }
 
-fn file_error(path: &Path, message: impl Into<String>) -> ModelError {
+pub(crate) fn file_error(path: &Path, message: impl Into<String>) -> ModelError {
     ModelError::File {
         path: path.display().to_string(),
         message: message.into(),
@@ -81,7 +81,7 @@ fn scheduler_config_in(pipeline: &Path) -> Option<PathBuf> {
 /// The pipeline folder `path` belongs to: `path` itself when it holds a `transformer/`, else
 /// the folder above the checkpoint folder when that has `model_index.json` (as the folder
 /// above `transformer/` does).
-fn pipeline_of(path: &Path) -> Option<PathBuf> {
+pub(crate) fn pipeline_of(path: &Path) -> Option<PathBuf> {
     if path.is_dir() && path.join("transformer").join("config.json").is_file() {
         return Some(path.to_path_buf());
     }
@@ -114,7 +114,7 @@ pub fn locate(path: &Path) -> Result<CheckpointFiles, ModelError> {
     Ok(files)
 }
 
-fn locate_weights(path: &Path) -> Result<CheckpointFiles, ModelError> {
+pub(crate) fn locate_weights(path: &Path) -> Result<CheckpointFiles, ModelError> {
     if path.is_file() {
         let dir = path.parent().unwrap_or(Path::new("."));
         let config = dir.join("config.json");
@@ -171,7 +171,7 @@ fn locate_weights(path: &Path) -> Result<CheckpointFiles, ModelError> {
 }
 
 /// The shard files named by a safetensors index (`weight_map` values), each once, in order.
-fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
+pub(crate) fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let text = safe_io::read_text_bounded(index, MAX_CONFIG_BYTES)
         .map_err(|e| file_error(index, e.to_string()))?;
     let json: serde_json::Value =
@@ -341,7 +341,7 @@ fn load_located(
 
 /// The weights of a checkpoint, checked (regular files, floating point, within the memory
 /// limit) and ready to build a model from; with the file to name in errors.
-fn var_builder(
+pub(crate) fn var_builder(
     weights: &Weights,
     dtype: DType,
     device: &Device,

@@ -1,4 +1,4 @@
-//! Model architectures (DiT now) and loading them from checkpoint folders or built-in names.
+//! Model architectures (DiT, FLUX.1) and loading them from checkpoint folders or built-in names.
 //! [`AnyModel`] is the one place that dispatches over model families; everything else is
 //! generic over the block contract ([`blocks::BlockTransformer`]).
 
@@ -6,8 +6,10 @@ pub mod blocks;
 pub mod builtin;
 pub mod device;
 pub mod dit;
+pub mod flux;
 pub mod loading;
 pub mod pytorch;
+pub mod text;
 pub mod two_list;
 pub mod vae;
 
@@ -19,12 +21,14 @@ use candle_core::{DType, Device, Tensor};
 #[derive(Debug, Clone)]
 pub enum AnyModel {
     Dit(dit::DiT),
+    Flux(flux::Flux),
 }
 
 /// The per-call state of whichever family runs.
 #[derive(Debug, Clone)]
 pub enum AnyCall {
     Dit(dit::DiTCall),
+    Flux(flux::FluxCall),
 }
 
 impl AnyModel {
@@ -32,6 +36,8 @@ impl AnyModel {
     pub fn family(&self) -> &'static str {
         match self {
             AnyModel::Dit(_) => "DiT",
+            AnyModel::Flux(m) if m.config().guidance_embeds => "FLUX.1-dev",
+            AnyModel::Flux(_) => "FLUX.1-schnell",
         }
     }
 
@@ -39,6 +45,7 @@ impl AnyModel {
     pub fn as_dit(&self) -> Option<&dit::DiT> {
         match self {
             AnyModel::Dit(m) => Some(m),
+            AnyModel::Flux(_) => None,
         }
     }
 
@@ -54,24 +61,28 @@ impl BlockTransformer for AnyModel {
     fn block_lists(&self) -> &[BlockList] {
         match self {
             AnyModel::Dit(m) => m.block_lists(),
+            AnyModel::Flux(m) => m.block_lists(),
         }
     }
 
     fn latent(&self) -> LatentSpec {
         match self {
             AnyModel::Dit(m) => m.latent(),
+            AnyModel::Flux(m) => m.latent(),
         }
     }
 
     fn device(&self) -> &Device {
         match self {
             AnyModel::Dit(m) => BlockTransformer::device(m),
+            AnyModel::Flux(m) => BlockTransformer::device(m),
         }
     }
 
     fn dtype(&self) -> DType {
         match self {
             AnyModel::Dit(m) => BlockTransformer::dtype(m),
+            AnyModel::Flux(m) => BlockTransformer::dtype(m),
         }
     }
 
@@ -86,6 +97,10 @@ impl BlockTransformer for AnyModel {
                 let (s, c) = BlockTransformer::embed(m, x, timesteps, cond)?;
                 Ok((s, AnyCall::Dit(c)))
             }
+            AnyModel::Flux(m) => {
+                let (s, c) = BlockTransformer::embed(m, x, timesteps, cond)?;
+                Ok((s, AnyCall::Flux(c)))
+            }
         }
     }
 
@@ -97,18 +112,30 @@ impl BlockTransformer for AnyModel {
     ) -> candle_core::Result<Streams> {
         match (self, call) {
             (AnyModel::Dit(m), AnyCall::Dit(c)) => BlockTransformer::block(m, at, streams, c),
+            (AnyModel::Flux(m), AnyCall::Flux(c)) => BlockTransformer::block(m, at, streams, c),
+            _ => Err(mismatched_call()),
         }
     }
 
     fn finish(&self, streams: &Streams, call: &AnyCall) -> candle_core::Result<Tensor> {
         match (self, call) {
             (AnyModel::Dit(m), AnyCall::Dit(c)) => BlockTransformer::finish(m, streams, c),
+            (AnyModel::Flux(m), AnyCall::Flux(c)) => BlockTransformer::finish(m, streams, c),
+            _ => Err(mismatched_call()),
         }
     }
 
     fn null_conditioning(&self, batch: usize) -> candle_core::Result<Conditioning> {
         match self {
             AnyModel::Dit(m) => m.null_conditioning(batch),
+            AnyModel::Flux(m) => m.null_conditioning(batch),
+        }
+    }
+
+    fn embeds_guidance(&self) -> bool {
+        match self {
+            AnyModel::Dit(m) => m.embeds_guidance(),
+            AnyModel::Flux(m) => m.embeds_guidance(),
         }
     }
 
@@ -119,8 +146,15 @@ impl BlockTransformer for AnyModel {
     ) -> candle_core::Result<Option<Tensor>> {
         match (self, call) {
             (AnyModel::Dit(m), AnyCall::Dit(c)) => m.modulated_input(streams, c),
+            (AnyModel::Flux(m), AnyCall::Flux(c)) => m.modulated_input(streams, c),
+            _ => Err(mismatched_call()),
         }
     }
+}
+
+/// A call state handed to another family's model: a bug, reported rather than panicking.
+fn mismatched_call() -> candle_core::Error {
+    candle_core::Error::msg("a call state of one model family was given to another")
 }
 
 /// A loaded model, shared between nodes (node reuse keeps it across runs).
@@ -131,6 +165,8 @@ pub struct LoadedModel {
     pub model: AnyModel,
     /// The pipeline's VAE (`vae/` beside `transformer/`): final images are decoded with it.
     pub vae: Option<std::sync::Arc<vae::Vae>>,
+    /// The pipeline's text encoders (FLUX.1), for the prompt.
+    pub text: Option<std::sync::Arc<text::PromptEncoder>>,
     pub device: Device,
     pub dtype: DType,
     /// The scheduler fields the Sampler builds its scheduler class from: the pipeline's
@@ -191,6 +227,11 @@ impl LoadedModel {
     pub fn weight_bytes(&self) -> u64 {
         let transformer = match &self.model {
             AnyModel::Dit(m) => m
+                .config()
+                .weight_count()
+                .unwrap_or(0)
+                .saturating_mul(self.dtype.size_in_bytes() as u64),
+            AnyModel::Flux(m) => m
                 .config()
                 .weight_count()
                 .unwrap_or(0)

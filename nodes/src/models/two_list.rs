@@ -146,7 +146,11 @@ impl BlockTransformer for TwoList {
         timesteps: &Tensor,
         cond: &Conditioning,
     ) -> Result<(Streams, TwoListCall)> {
-        let Conditioning::Class(labels) = cond;
+        let Conditioning::Class(labels) = cond else {
+            candle_core::bail!(
+                "the two-list test model is class-conditional: it takes class labels, not a prompt"
+            )
+        };
         let (b, c, h, w) = x.dims4()?;
         let tokens = x.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()?;
         let hidden = Self::project(&tokens, &self.embed_in)?;

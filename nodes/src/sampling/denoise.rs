@@ -8,6 +8,7 @@ use crate::cache::CfgBranch;
 use crate::image::convert::image_from_tensor;
 use crate::image::RgbImage;
 use crate::models::blocks::{BlockTransformer, Conditioning};
+use crate::models::text::PromptEmbeds;
 use crate::rng::Rng;
 use crate::sampling::progress::StepProgress;
 use crate::schedulers::{SchedulerConfig, SchedulerKind};
@@ -84,14 +85,41 @@ impl CfgMode {
     }
 }
 
+/// The prompt of a text-conditioned model, with its encodings.
+#[derive(Debug, Clone)]
+pub struct PromptSettings {
+    pub prompt: String,
+    /// Used when `true_cfg` is above 1 (FluxPipeline's `negative_prompt`).
+    pub negative: String,
+    /// True classifier-free guidance with the negative prompt (FluxPipeline's
+    /// `true_cfg_scale`); 1 = off. Guidance-distilled models take `guidance` as an input.
+    pub true_cfg: f64,
+    pub embeds: Arc<PromptEmbeds>,
+    /// The negative prompt's encoding, when true CFG runs.
+    pub negative_embeds: Option<Arc<PromptEmbeds>>,
+}
+
+/// Equal when the texts and the scale are: the encodings follow from them.
+impl PartialEq for PromptSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.prompt == other.prompt
+            && self.negative == other.negative
+            && self.true_cfg == other.true_cfg
+            && self.negative_embeds.is_some() == other.negative_embeds.is_some()
+    }
+}
+
 /// What to sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleSettings {
-    /// One class per image in the batch.
+    /// One class per image in the batch (class-conditional models).
     pub class_labels: Vec<u32>,
+    /// The prompt (text-conditioned models; one image).
+    pub prompt: Option<PromptSettings>,
     pub seed: u64,
     pub steps: usize,
     /// Classifier-free guidance scale; guidance runs only when it is above 1 (as DiTPipeline).
+    /// For a model that embeds guidance (FLUX.1-dev) it is the embedded scale instead.
     pub guidance: f64,
     /// How guidance runs (ignored when guidance is off).
     pub cfg_mode: CfgMode,
@@ -101,6 +129,17 @@ pub struct SampleSettings {
     pub scheduler_config: SchedulerConfig,
     /// Output size (height, width) in model pixels/latents; `None` = the model's sample size.
     pub size: Option<(usize, usize)>,
+}
+
+impl SampleSettings {
+    /// Images per run: one per class label, or one for a prompt.
+    pub fn batch(&self) -> usize {
+        if self.prompt.is_some() {
+            1
+        } else {
+            self.class_labels.len()
+        }
+    }
 }
 
 /// One finished step, as recorded.
@@ -137,24 +176,31 @@ pub fn check_settings<M: BlockTransformer + ?Sized>(
 ) -> Result<(usize, usize), SamplingError> {
     let latent = model.latent();
     let invalid = |field: &'static str, message: String| SamplingError::Invalid { field, message };
-    if s.class_labels.is_empty() {
-        return Err(invalid(
-            "class_label",
-            "at least one class label is needed".into(),
-        ));
-    }
-    let classes = latent.classes.unwrap_or(0);
-    if let Some(&bad) = s.class_labels.iter().find(|&&c| c as usize >= classes) {
-        return Err(invalid(
-            "class_label",
-            match classes {
-                0 => format!("class {bad}: this model takes no class labels"),
-                n => format!(
-                    "class {bad} is out of range: this model has classes 0..{}",
-                    n - 1
-                ),
-            },
-        ));
+    match (latent.classes, &s.prompt) {
+        (None, None) => {
+            return Err(invalid(
+                "prompt",
+                "this model is text-conditioned: it needs a prompt".into(),
+            ))
+        }
+        (None, Some(_)) => {}
+        (Some(classes), _) => {
+            if s.class_labels.is_empty() {
+                return Err(invalid(
+                    "class_label",
+                    "at least one class label is needed".into(),
+                ));
+            }
+            if let Some(&bad) = s.class_labels.iter().find(|&&c| c as usize >= classes) {
+                return Err(invalid(
+                    "class_label",
+                    format!(
+                        "class {bad} is out of range: this model has classes 0..{}",
+                        classes.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
     }
     if s.steps == 0 {
         return Err(invalid("steps", "at least one step is needed".into()));
@@ -177,7 +223,7 @@ pub fn initial_noise<M: BlockTransformer + ?Sized>(
     device: &Device,
 ) -> Result<Tensor, SamplingError> {
     let (h, w) = check_settings(model, settings)?;
-    let shape = (settings.class_labels.len(), model.latent().channels, h, w);
+    let shape = (settings.batch(), model.latent().channels, h, w);
     Rng::new(settings.seed)
         .randn(shape, device)
         .map_err(candle("drawing noise"))
@@ -211,30 +257,59 @@ pub fn denoise_with_preview<M: BlockTransformer + ?Sized>(
     preview: &mut dyn Preview,
     on_step: &mut dyn FnMut(&StepProgress) -> Flow,
 ) -> Result<SampleResult, SamplingError> {
-    check_settings(model, settings)?;
+    let (h, w) = check_settings(model, settings)?;
     let device = model.device().clone();
-    let channels = model.latent().channels;
-    let batch = settings.class_labels.len();
-    let use_cfg = settings.guidance > 1.0;
+    let latent = model.latent();
+    let channels = latent.channels;
+    let batch = settings.batch();
 
-    let mut scheduler = settings
-        .scheduler
-        .build(settings.steps, &settings.scheduler_config)?;
+    let image_tokens = (h / latent.multiple) * (w / latent.multiple);
+    let mut scheduler = settings.scheduler.build_for(
+        settings.steps,
+        &settings.scheduler_config,
+        Some(image_tokens),
+    )?;
     let timesteps = scheduler.timesteps().to_vec();
     let total = timesteps.len();
 
-    let cond =
-        Conditioning::classes(settings.class_labels.clone(), &device).map_err(candle("labels"))?;
-    let null = model
-        .null_conditioning(batch)
-        .map_err(candle("null conditioning"))?;
+    // A prompt: the embedded guidance scale goes in the conditioning, and true CFG with the
+    // negative prompt runs as two calls per step (FluxPipeline). Classes: the null class.
+    let (cond, null, cfg_scale, separate) = match (&settings.prompt, latent.classes) {
+        (Some(p), None) => {
+            let g = model.embeds_guidance().then_some(settings.guidance);
+            let text = |e: &PromptEmbeds| {
+                e.conditioning(batch, g)
+                    .map(Conditioning::Text)
+                    .map_err(candle("prompt"))
+            };
+            let null = match &p.negative_embeds {
+                Some(n) if p.true_cfg > 1.0 => Some(text(n)?),
+                _ => None,
+            };
+            (text(&p.embeds)?, null, p.true_cfg, true)
+        }
+        _ => {
+            let cond = Conditioning::classes(settings.class_labels.clone(), &device)
+                .map_err(candle("labels"))?;
+            let null = model
+                .null_conditioning(batch)
+                .map_err(candle("null conditioning"))?;
+            let separate = settings.cfg_mode == CfgMode::Separate;
+            (cond, Some(null), settings.guidance, separate)
+        }
+    };
+    let use_cfg = cfg_scale > 1.0 && null.is_some();
+    let null = match null {
+        Some(n) if use_cfg => n,
+        _ => cond.clone(),
+    };
     // Batched: conditional half first, then the null conditioning, as DiTPipeline.
-    let batched = if use_cfg {
+    let batched = if use_cfg && !separate {
         Conditioning::cat(&cond, &null).map_err(candle("labels"))?
     } else {
         cond.clone()
     };
-    let separate = use_cfg && settings.cfg_mode == CfgMode::Separate;
+    let separate = use_cfg && separate;
 
     // The loop runs in f32, or in f64 for an f64 model (the precision parity traces use).
     let work = if model.dtype() == DType::F64 {
@@ -290,7 +365,7 @@ pub fn denoise_with_preview<M: BlockTransformer + ?Sized>(
         };
         let eps = match uncond {
             Some(uncond) => {
-                let delta = ((cond - &uncond).map_err(candle("guidance"))? * settings.guidance)
+                let delta = ((cond - &uncond).map_err(candle("guidance"))? * cfg_scale)
                     .map_err(candle("guidance"))?;
                 (uncond + delta).map_err(candle("guidance"))?
             }
@@ -339,6 +414,7 @@ mod tests {
         let model = load_model("random-tiny", "f32", "cpu").expect("built-in model");
         let s = SampleSettings {
             class_labels: vec![1, 2],
+            prompt: None,
             seed: 5,
             steps: 3,
             guidance: 1.0,

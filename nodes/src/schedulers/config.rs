@@ -72,6 +72,33 @@ impl SchedulerConfig {
         }
     }
 
+    /// FLUX.1's scheduler config, for a bare FLUX transformer folder: dev's (dynamic
+    /// shifting) when the model embeds guidance, else schnell's (a fixed shift of 1).
+    pub fn flux_default(dev: bool) -> Self {
+        let mut fields = BTreeMap::new();
+        fields.insert(
+            "_class_name".to_string(),
+            Value::String("FlowMatchEulerDiscreteScheduler".into()),
+        );
+        fields.insert(
+            "shift".to_string(),
+            Value::from(if dev { 3.0 } else { 1.0 }),
+        );
+        fields.insert("use_dynamic_shifting".to_string(), Value::Bool(dev));
+        fields.insert("base_image_seq_len".to_string(), Value::from(256));
+        fields.insert("max_image_seq_len".to_string(), Value::from(4096));
+        fields.insert("base_shift".to_string(), Value::from(0.5));
+        fields.insert("max_shift".to_string(), Value::from(1.15));
+        SchedulerConfig {
+            fields,
+            origin: format!(
+                "built-in FLUX.1-{} scheduler config",
+                if dev { "dev" } else { "schnell" }
+            ),
+            source: None,
+        }
+    }
+
     /// Reads and checks `path` (see [`SchedulerConfig::parse`] and [`SchedulerConfig::check`]).
     pub fn read(path: &Path) -> Result<Self, SchedulerConfigError> {
         let origin = path.display().to_string();

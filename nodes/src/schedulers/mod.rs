@@ -1,11 +1,13 @@
 //! Noise schedulers with the timestep spacing, fields and defaults of the diffusers schedulers
-//! of the same names: DPM-Solver (multistep), DDIM and Euler, set up from a scheduler config.
+//! of the same names: DPM-Solver (multistep), DDIM, Euler and flow-matching Euler (FLUX), set
+//! up from a scheduler config.
 
 pub mod common;
 pub mod config;
 pub mod ddim;
 pub mod dpm_solver;
 pub mod euler;
+pub mod flow_match;
 pub mod karras;
 pub mod table;
 
@@ -23,17 +25,20 @@ pub enum SchedulerKind {
     Ddim,
     /// diffusers `EulerDiscreteScheduler`.
     Euler,
+    /// diffusers `FlowMatchEulerDiscreteScheduler` (FLUX; velocity prediction).
+    FlowMatchEuler,
 }
 
 impl SchedulerKind {
     /// Names as written in workflows, in palette order.
-    pub const NAMES: &'static [&'static str] = &["dpm++2m", "ddim", "euler"];
+    pub const NAMES: &'static [&'static str] = &["dpm++2m", "ddim", "euler", "flow-euler"];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "dpm++2m" => Some(SchedulerKind::DpmSolverMultistep),
             "ddim" => Some(SchedulerKind::Ddim),
             "euler" => Some(SchedulerKind::Euler),
+            "flow-euler" => Some(SchedulerKind::FlowMatchEuler),
             _ => None,
         }
     }
@@ -43,6 +48,7 @@ impl SchedulerKind {
             SchedulerKind::DpmSolverMultistep => "dpm++2m",
             SchedulerKind::Ddim => "ddim",
             SchedulerKind::Euler => "euler",
+            SchedulerKind::FlowMatchEuler => "flow-euler",
         }
     }
 
@@ -52,6 +58,7 @@ impl SchedulerKind {
             SchedulerKind::DpmSolverMultistep => "DPMSolverMultistepScheduler",
             SchedulerKind::Ddim => "DDIMScheduler",
             SchedulerKind::Euler => "EulerDiscreteScheduler",
+            SchedulerKind::FlowMatchEuler => "FlowMatchEulerDiscreteScheduler",
         }
     }
 
@@ -61,6 +68,7 @@ impl SchedulerKind {
             SchedulerKind::DpmSolverMultistep,
             SchedulerKind::Ddim,
             SchedulerKind::Euler,
+            SchedulerKind::FlowMatchEuler,
         ]
         .into_iter()
         .find(|k| k.class_name() == class)
@@ -77,6 +85,9 @@ impl SchedulerKind {
             }
             SchedulerKind::Ddim => ddim::DdimOptions::from_config(config).map(|_| ()),
             SchedulerKind::Euler => euler::EulerOptions::from_config(config).map(|_| ()),
+            SchedulerKind::FlowMatchEuler => {
+                flow_match::FlowMatchOptions::from_config(config).map(|_| ())
+            }
         }
     }
 
@@ -86,6 +97,18 @@ impl SchedulerKind {
         self,
         steps: usize,
         config: &SchedulerConfig,
+    ) -> std::result::Result<Box<dyn Scheduler>, SchedulerConfigError> {
+        self.build_for(steps, config, None)
+    }
+
+    /// [`SchedulerKind::build`] for an image of `image_seq_len` tokens: the resolution-dependent
+    /// shift of flow matching needs it (FluxPipeline's `calculate_shift`); the other classes
+    /// ignore it.
+    pub fn build_for(
+        self,
+        steps: usize,
+        config: &SchedulerConfig,
+        image_seq_len: Option<usize>,
     ) -> std::result::Result<Box<dyn Scheduler>, SchedulerConfigError> {
         Ok(match self {
             SchedulerKind::DpmSolverMultistep => {
@@ -108,6 +131,21 @@ impl SchedulerKind {
                 euler::EulerOptions::from_config(config)?,
                 steps,
             )),
+            SchedulerKind::FlowMatchEuler => {
+                let options = flow_match::FlowMatchOptions::from_config(config)?;
+                let tokens = match (options.dynamic_shifting, image_seq_len) {
+                    (_, Some(n)) => n,
+                    (false, None) => options.base_image_seq_len,
+                    (true, None) => {
+                        return Err(config.steps_error(
+                            "dynamic shifting needs the image size (its token count)",
+                        ))
+                    }
+                };
+                Box::new(flow_match::FlowMatchEuler::with_options(
+                    &options, steps, tokens,
+                ))
+            }
         })
     }
 }

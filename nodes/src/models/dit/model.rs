@@ -238,7 +238,9 @@ impl BlockTransformer for DiT {
         timesteps: &Tensor,
         cond: &Conditioning,
     ) -> Result<(Streams, DiTCall)> {
-        let Conditioning::Class(labels) = cond;
+        let Conditioning::Class(labels) = cond else {
+            candle_core::bail!("DiT is class-conditional: it takes class labels, not a prompt")
+        };
         let state = DiT::embed(self, x, timesteps, labels)?;
         Ok((Streams::image(state.hidden), state.call))
     }
