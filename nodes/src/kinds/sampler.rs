@@ -253,7 +253,17 @@ impl NodeKind for Sampler {
             scheduler: scheduler.name().to_string(),
             seed: settings.seed,
             latent_file: (!latent_file.is_empty()).then(|| latent_file.clone()),
-            class_labels: settings.class_labels.clone(),
+            class_labels: if settings.prompt.is_some() {
+                vec![]
+            } else {
+                settings.class_labels.clone()
+            },
+            prompt: settings.prompt.as_ref().map(|p| p.prompt.clone()),
+            negative_prompt: settings
+                .prompt
+                .as_ref()
+                .filter(|p| p.negative_embeds.is_some())
+                .map(|p| p.negative.clone()),
             guidance: settings.guidance,
             cfg_mode: cfg_mode.name().to_string(),
             transformer_calls: calls.len(),

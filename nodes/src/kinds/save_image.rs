@@ -14,6 +14,8 @@ pub struct SaveImage;
 
 /// PNG text key holding the step-cache signature of the run that made the image.
 pub const SIGNATURE_KEY: &str = "cachedit:cache";
+/// PNG text key of the prompt a text-conditioned image was made from.
+pub const PROMPT_KEY: &str = "cachedit:prompt";
 
 /// `<dir>/<prefix>_00001.png`, the first number not taken yet (ComfyUI's naming).
 fn next_free_path(dir: &Path, prefix: &str) -> PathBuf {
@@ -89,14 +91,14 @@ impl NodeKind for SaveImage {
         let image = inputs.require("image")?.as_image("image")?;
         let prefix = params.text("filename_prefix")?;
         check_prefix(prefix)?;
-        let signature = match inputs.get("stats") {
-            Some(stats) => stats
-                .as_run_stats("stats")?
-                .summary
-                .as_ref()
-                .map(|s| s.signature.clone()),
+        let stats = match inputs.get("stats") {
+            Some(stats) => Some(stats.as_run_stats("stats")?),
             None => None,
         };
+        let signature = stats
+            .and_then(|s| s.summary.as_ref())
+            .map(|s| s.signature.clone());
+        let prompt = stats.and_then(|s| s.prompt.clone());
         let name = match &signature {
             Some(sig) => format!("{prefix}_{sig}"),
             None => prefix.to_string(),
@@ -108,6 +110,9 @@ impl NodeKind for SaveImage {
         let mut chunks = vec![(WORKFLOW_KEY, ctx.workflow_ron)];
         if let Some(sig) = &signature {
             chunks.push((SIGNATURE_KEY, sig.as_str()));
+        }
+        if let Some(prompt) = &prompt {
+            chunks.push((PROMPT_KEY, prompt.as_str()));
         }
         write_png_atomic(&path, image, &chunks)?;
         ctx.file_written(&path);

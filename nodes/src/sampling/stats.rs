@@ -16,6 +16,12 @@ pub struct SamplerStats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latent_file: Option<String>,
     pub class_labels: Vec<u32>,
+    /// The prompt, for text-conditioned models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The negative prompt, when true CFG ran with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
     pub guidance: f64,
     /// `batched` or `separate` (two calls per step).
     pub cfg_mode: String,

@@ -40,6 +40,23 @@ fn read_json(path: &Path) -> Result<serde_json::Value, ModelError> {
     serde_json::from_str(&text).map_err(|e| file_error(path, e.to_string()))
 }
 
+/// A FLUX.1 `config.json`'s text, parsed and checked; errors name `origin`.
+pub fn parse_flux_config(json: &str, origin: &str) -> Result<FluxConfig, ModelError> {
+    let bad = |message: String| ModelError::File {
+        path: origin.to_string(),
+        message,
+    };
+    let config: FluxConfig = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    config.check().map_err(bad)?;
+    Ok(config)
+}
+
+fn read_flux_config(path: &Path) -> Result<FluxConfig, ModelError> {
+    let text = safe_io::read_text_bounded(path, MAX_CONFIG_BYTES)
+        .map_err(|e| file_error(path, e.to_string()))?;
+    parse_flux_config(&text, &path.display().to_string())
+}
+
 /// Whether `path` (anything [`locate`] takes) holds a FLUX.1 transformer: its `config.json`
 /// says `"_class_name": "FluxTransformer2DModel"`.
 pub fn is_flux(path: &Path) -> bool {
@@ -114,11 +131,7 @@ fn load_text(
 /// Loads a FLUX.1 pipeline folder (or a bare `transformer/` folder) onto `device` in `dtype`.
 pub fn load_flux(path: &Path, dtype: DType, device: &Device) -> Result<FluxParts, ModelError> {
     let files = locate(path)?;
-    let config: FluxConfig = serde_json::from_value(read_json(&files.config)?)
-        .map_err(|e| file_error(&files.config, e.to_string()))?;
-    config
-        .check()
-        .map_err(|message| file_error(&files.config, message))?;
+    let config = read_flux_config(&files.config)?;
     let (vb, shown, transformer_bytes) =
         var_builder(&files.weights, dtype, device, LoadLimits::machine())?;
     let transformer = Flux::new(&config, vb).map_err(|e| file_error(&shown, e.to_string()))?;
@@ -150,11 +163,7 @@ pub fn flux_config(path: &Path) -> Option<Result<FluxConfig, ModelError>> {
         return None;
     }
     Some(locate(path).and_then(|files| {
-        let config: FluxConfig = serde_json::from_value(read_json(&files.config)?)
-            .map_err(|e| file_error(&files.config, e.to_string()))?;
-        config
-            .check()
-            .map_err(|message| file_error(&files.config, message))?;
+        let config = read_flux_config(&files.config)?;
         if let Some(scheduler) = &files.scheduler_config {
             SchedulerConfig::read(scheduler)?;
         }

@@ -26,6 +26,18 @@ pub struct FluxCall {
     latent: (usize, usize),
 }
 
+impl FluxCall {
+    /// The conditioning every block is modulated by (`time_text_embed`'s output).
+    pub fn temb(&self) -> &Tensor {
+        &self.temb
+    }
+
+    /// The rotary tables of the text + image positions (`pos_embed`'s output).
+    pub fn rope(&self) -> &RopeTables {
+        &self.rope
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Flux {
     config: FluxConfig,
@@ -115,7 +127,7 @@ impl Flux {
     }
 
     /// The transformer call on packed inputs, as diffusers' forward takes them: `hidden`
-    /// `[B, N, in_channels]`, `timesteps` `[B]` in the model's 0–1000 scale, text tokens and
+    /// `[B, N, in_channels]`, `timesteps` `[B]` divided by 1000 (as FluxPipeline passes them), text tokens and
     /// pooled embedding, guidance `[B]` (dev), the packed grid (rows, cols). Returns the
     /// packed output `[B, N, in_channels]`.
     pub fn forward_packed(
@@ -132,7 +144,24 @@ impl Flux {
         self.head(&streams, &call)
     }
 
-    fn embed_packed(
+    /// Embeds packed inputs (see [`Flux::forward_packed`]): the streams and the call state
+    /// the blocks read.
+    pub fn embed_packed(
+        &self,
+        packed: &Tensor,
+        timesteps: &Tensor,
+        text: &crate::models::blocks::TextConditioning,
+        grid: (usize, usize),
+    ) -> Result<(Streams, FluxCall)> {
+        self.embed_scaled(packed, timesteps, text, grid)
+    }
+
+    /// The packed output tokens of the head.
+    pub fn head_packed(&self, streams: &Streams, call: &FluxCall) -> Result<Tensor> {
+        self.head(streams, call)
+    }
+
+    fn embed_scaled(
         &self,
         packed: &Tensor,
         timesteps: &Tensor,
@@ -140,14 +169,8 @@ impl Flux {
         grid: (usize, usize),
     ) -> Result<(Streams, FluxCall)> {
         let hidden = self.x_embedder.forward(&packed.to_dtype(self.dtype)?)?;
-        // FluxPipeline passes t/1000 and the transformer multiplies by 1000 again, in the
-        // model dtype: both roundings are kept so the embedding sees the same value.
-        let thousand = Tensor::new(1000f32, timesteps.device())?;
-        let t = timesteps
-            .to_dtype(DType::F32)?
-            .broadcast_div(&thousand)?
-            .to_dtype(self.dtype)?;
-        let t = (t * 1000.0)?;
+        // The transformer scales the pipeline's t/1000 back by 1000 in the model dtype.
+        let t = (timesteps.to_dtype(self.dtype)? * 1000.0)?;
         let guidance = match &text.guidance {
             Some(g) => Some((g.to_dtype(self.dtype)? * 1000.0)?),
             None => None,
@@ -257,7 +280,11 @@ impl BlockTransformer for Flux {
                 self.config.latent_channels()
             );
         }
-        self.embed_packed(&pack(x)?, timesteps, text, (h / 2, w / 2))
+        // FluxPipeline passes t/1000 (an f32 division) and the transformer multiplies by 1000
+        // again: both roundings are kept so the embedding sees the same value.
+        let thousand = Tensor::new(1000f32, timesteps.device())?;
+        let scaled = timesteps.to_dtype(DType::F32)?.broadcast_div(&thousand)?;
+        self.embed_scaled(&pack(x)?, &scaled, text, (h / 2, w / 2))
     }
 
     fn block(&self, at: BlockAt, streams: &Streams, call: &FluxCall) -> Result<Streams> {

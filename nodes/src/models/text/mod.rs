@@ -163,7 +163,16 @@ impl PromptEncoder {
     /// [`PromptEncoder::encode`] may ask for another.
     pub fn new(files: EncoderFiles<'_>, device: &Device) -> Result<Self, String> {
         let clip_config = files.clip_config.check()?;
-        let clip = ClipTextTransformer::new(files.clip_weights.pp("text_model"), &clip_config)
+        // transformers 4 saves `text_model.`-prefixed names (FLUX.1's own files), 5 does not.
+        let clip_weights = if files
+            .clip_weights
+            .contains_tensor("text_model.embeddings.token_embedding.weight")
+        {
+            files.clip_weights.pp("text_model")
+        } else {
+            files.clip_weights
+        };
+        let clip = ClipTextTransformer::new(clip_weights, &clip_config)
             .map_err(|e| format!("CLIP text encoder: {e}"))?;
         let t5 = t5::T5EncoderModel::load(files.t5_weights, files.t5_config)
             .map_err(|e| format!("T5 encoder: {e}"))?;
