@@ -10,9 +10,13 @@ overwrites them, the other fixtures are left alone):
                        ``text_encoder_2/`` (T5EncoderModel), ``tokenizer/`` (CLIP BPE) and
                        ``tokenizer_2/`` (T5 Unigram), both with a ``tokenizer.json``, and
                        ``scheduler/`` (FlowMatchEulerDiscreteScheduler with FLUX.1-dev's config).
-                       No vocabulary can be downloaded, so both tokenizers are trained here,
-                       deterministically, with the ``tokenizers`` package on a small fixed
-                       English corpus (``CORPUS`` below).
+                       No vocabulary can be downloaded, so both tokenizers are trained here on
+                       a small fixed English corpus (``CORPUS`` below): ``tokenizers``' own
+                       normalisers / pre-tokenizers split the text, a small BPE and a small
+                       Unigram trainer in this file pick the vocabularies (``tokenizers``'
+                       trainers break ties through hash maps and give other ids on every run),
+                       and transformers' CLIPTokenizer / T5Tokenizer build the final
+                       ``tokenizer.json`` from them.
 * ``flux_schnell_transformer/``  the same transformer config without guidance embedding
                        (FLUX.1-schnell style), other weights.
 * ``flux_golden.safetensors``    tokenization and both text encoders for three prompts, one
@@ -26,8 +30,7 @@ overwrites them, the other fixtures are left alone):
                        scratch, so run this script after it.
 
 Everything runs on the CPU in float32 with one thread, fixed seeds and
-``torch.use_deterministic_algorithms(True)`` (tokenizer training with one thread too);
-running it twice gives byte-identical files. Nothing is downloaded and no pretrained weights
+``torch.use_deterministic_algorithms(True)``; running it twice gives byte-identical files. Nothing is downloaded and no pretrained weights
 are used.
 
 How to run (from the repository root)::
@@ -72,8 +75,7 @@ import transformers  # noqa: E402
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel  # noqa: E402
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps  # noqa: E402
 from diffusers.utils.torch_utils import randn_tensor  # noqa: E402
-from tokenizers import Regex, normalizers, pre_tokenizers, trainers  # noqa: E402
-from tokenizers.models import BPE, Unigram  # noqa: E402
+from tokenizers import Regex, normalizers, pre_tokenizers  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast  # noqa: E402
 
 import cache_dit  # noqa: E402
@@ -127,21 +129,27 @@ TEXT_WEIGHT_NOISE = 0.02
 # exactly 1; this keeps activations of order 1 through every block (max|out| about 4).
 TRANSFORMER_BIAS_STD = 0.1
 TRANSFORMER_NORM_STD = 0.1
+# ... except that the columns of time_text_embed.timestep_embedder.linear_1 that read the
+# sinusoid of frequency f (rad per timestep unit; f = exp(-ln(10000) * j / 128)) are scaled by
+# min(1, TIMESTEP_FREQ_CUTOFF / f). A random model that reads the fast sinusoids at full
+# weight jumps from step to step (cache-dit's relative residual diffs 0.3..2.2); a trained
+# FLUX.1 responds smoothly to t, and with this damping the diffs are 0.09..0.26 like the real ones.
+TIMESTEP_FREQ_CUTOFF = 0.002
 
 CLIP_MAX_LENGTH = 77
 MAX_SEQUENCE_LENGTH = 16
-CLIP_BPE_TRAIN_VOCAB = 320
-T5_UNIGRAM_TRAIN_VOCAB = 240
+CLIP_BPE_TRAIN_VOCAB = 320  # alphabet + merges, before the ASCII fill-in and the two specials
+T5_UNIGRAM_TRAIN_VOCAB = 200  # pieces kept by train_unigram (plus its alphabet)
 
 HEIGHT = WIDTH = 16  # vae_16 has 2 down blocks: vae_scale_factor 2, so an 8x8 latent
 PIPE_STEPS = 6
 GUIDANCE = 3.5
 FORWARD_TIMESTEP = 0.73  # what the pipeline passes: t / 1000
 CD_STEPS = 12
-# The tiny random model's Fn residual changes a lot from step to step (relative L1 diffs
-# 0.34..1.5, real FLUX.1 is nearer 0.05..0.2), so the threshold is high; 0.5 caches 4 of the
-# 10 eligible steps and every diff stays more than 0.01 away from it.
-CD_THRESHOLD = 0.5
+# Relative residual diffs of this model are 0.09..0.26 uncached (see TIMESTEP_FREQ_CUTOFF);
+# 0.15 caches every other step from the first eligible one on (5 of the 10), and every diff
+# stays more than 0.01 away from it, so a re-implementation's float error cannot flip a decision.
+CD_THRESHOLD = 0.15
 CD_MIN_MARGIN = 0.005
 CD_WARMUP = 2
 
@@ -220,80 +228,170 @@ def meta_json(value) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def train_clip_tokenizer() -> CLIPTokenizer:
-    """A byte-level BPE shaped like openai's CLIP tokenizer, trained on CORPUS.
-
-    The vocabulary is: the trained entries (in the trainer's order), then every printable
-    ASCII character and its "</w>" form that training did not produce, then
-    ``<|startoftext|>`` and ``<|endoftext|>`` last (the EOS is the highest id, as in CLIP,
-    so transformers' pooling by argmax(ids) and by first-EOS agree). transformers'
-    ``CLIPTokenizer(vocab, merges)`` builds the normaliser, pre-tokenizer, decoder and
-    post-processor itself, so its tokenizer.json is what transformers would make of CLIP.
-    """
-    trainer_tok = tokenizers.Tokenizer(
-        BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>", continuing_subword_prefix="", fuse_unk=False)
-    )
-    trainer_tok.normalizer = normalizers.Sequence(
+def clip_pre_tokenizer() -> tuple[normalizers.Normalizer, pre_tokenizers.PreTokenizer]:
+    """CLIP's normaliser and pre-tokenizer (as in transformers' CLIPTokenizer)."""
+    normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
     )
-    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence(
+    pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(CLIP_SPLIT_REGEX), behavior="removed", invert=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
-    trainer = trainers.BpeTrainer(
-        vocab_size=CLIP_BPE_TRAIN_VOCAB, min_frequency=1, special_tokens=[], end_of_word_suffix="</w>",
-        show_progress=False,
+    return normalizer, pre_tokenizer
+
+
+def t5_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """T5's pre-tokenizer (as in transformers' T5Tokenizer)."""
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)]
     )
-    trainer_tok.train_from_iterator(CORPUS, trainer=trainer)
-    model = json.loads(trainer_tok.to_str())["model"]
+
+
+def word_counts(words) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for w in words:
+        counts[w] = counts.get(w, 0) + 1
+    return sorted(counts.items())
+
+
+def train_bpe(words: list[tuple[str, int]], vocab_size: int, suffix: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Plain BPE training (what tokenizers' BpeTrainer does, with deterministic tie-breaking).
+
+    Every word is split into characters, the last one carrying ``suffix``; then, until the
+    vocabulary has ``vocab_size`` entries, the most frequent adjacent pair (ties: the
+    lexicographically smallest) is merged everywhere. tokenizers' own trainer breaks ties
+    through a hash map, so its vocabulary ids and merge order change from run to run.
+    """
+    segs = [(list(w[:-1]) + [w[-1] + suffix], n) for w, n in words]
+    alphabet = sorted({sym for seg, _ in segs for sym in seg})
+    vocab = list(alphabet)
+    merges: list[tuple[str, str]] = []
+    while len(vocab) < vocab_size:
+        pairs: dict[tuple[str, str], int] = {}
+        for seg, n in segs:
+            for a, b in zip(seg, seg[1:]):
+                pairs[(a, b)] = pairs.get((a, b), 0) + n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda ab: (-pairs[ab], ab))
+        merged = best[0] + best[1]
+        merges.append(best)
+        if merged not in vocab:
+            vocab.append(merged)
+        for k, (seg, n) in enumerate(segs):
+            out, i = [], 0
+            while i < len(seg):
+                if i + 1 < len(seg) and (seg[i], seg[i + 1]) == best:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(seg[i])
+                    i += 1
+            segs[k] = (out, n)
+    return vocab, merges
+
+
+def train_unigram(words: list[tuple[str, int]], size: int, iterations: int = 5) -> list[tuple[str, float]]:
+    """A small Viterbi-EM Unigram training (SentencePiece's idea, deterministic).
+
+    Candidates: every substring (up to 10 characters) of the words that occurs at least twice,
+    plus every single character; score = log(frequency / total). Each iteration segments
+    every word with the best-scoring (Viterbi) path, re-scores the pieces by how often that
+    path used them and keeps the ``size`` most used (all single characters stay). tokenizers'
+    UnigramTrainer iterates over hash maps, so its scores differ from run to run (by up to 2e-4
+    here) and so does the order of its pieces.
+    """
+    chars = sorted({c for w, _ in words for c in w})
+    counts: dict[str, int] = {}
+    for w, n in words:
+        for i in range(len(w)):
+            for j in range(i + 1, min(len(w), i + 10) + 1):
+                counts[w[i:j]] = counts.get(w[i:j], 0) + n
+    pieces = {p: c for p, c in counts.items() if c >= 2 or len(p) == 1}
+    total = sum(pieces.values())
+    scores = {p: math.log(c / total) for p, c in sorted(pieces.items())}
+    for _ in range(iterations):
+        used: dict[str, int] = {}
+        for w, n in words:
+            best = [(0.0, -1)] + [(-math.inf, -1)] * len(w)  # (score, start of last piece)
+            for j in range(1, len(w) + 1):
+                for i in range(max(0, j - 10), j):
+                    p = w[i:j]
+                    if p in scores and best[i][0] > -math.inf:
+                        cand = best[i][0] + scores[p]
+                        if cand > best[j][0]:
+                            best[j] = (cand, i)
+            j = len(w)
+            while j > 0:
+                i = best[j][1]
+                used[w[i:j]] = used.get(w[i:j], 0) + n
+                j = i
+        keep = sorted(used, key=lambda p: (-used[p], p))[:size]
+        keep = sorted(set(keep) | set(chars))
+        total = sum(used.get(p, 0) + 1 for p in keep)  # +1: characters the path did not use
+        scores = {p: math.log((used.get(p, 0) + 1) / total) for p in keep}
+    return sorted(scores.items(), key=lambda ps: (-ps[1], ps[0]))
+
+
+def train_clip_tokenizer() -> CLIPTokenizer:
+    """A byte-level BPE shaped like openai's CLIP tokenizer, trained on CORPUS.
+
+    The corpus goes through CLIP's normaliser and pre-tokenizer (tokenizers' components),
+    then train_bpe with the "</w>" end-of-word suffix. The vocabulary is: the alphabet, the
+    merged symbols in merge order, then every printable ASCII character and its "</w>" form
+    not yet there, then ``<|startoftext|>`` and ``<|endoftext|>`` last (the EOS is the
+    highest id, as in CLIP, so transformers' pooling by argmax(ids) and by first-EOS agree).
+    transformers' ``CLIPTokenizer(vocab, merges)`` builds the normaliser, pre-tokenizer,
+    decoder and post-processor itself, so its tokenizer.json is what transformers makes of CLIP.
+    """
+    normalizer, pre_tokenizer = clip_pre_tokenizer()
+    words = word_counts(
+        w for line in CORPUS for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))
+    )
+    trained, merges = train_bpe(words, CLIP_BPE_TRAIN_VOCAB, "</w>")
     vocab: dict[str, int] = {}
-    for token, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]):
-        vocab[token] = len(vocab)
+    for token in trained:
+        vocab.setdefault(token, len(vocab))
     for c in BASE_ALPHABET:
         for token in (c, c + "</w>"):
-            if token not in vocab:
-                vocab[token] = len(vocab)
+            vocab.setdefault(token, len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    merges = [tuple(m) for m in model["merges"]]
     tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_MAX_LENGTH)
     assert tok.eos_token_id == len(vocab) - 1 == tok.pad_token_id == tok.unk_token_id
     assert tok.bos_token_id == len(vocab) - 2
     assert len(tok) == len(vocab)
+    # the trained model segments the corpus without <unk>
+    for line in CORPUS:
+        assert tok.unk_token_id not in tok(line).input_ids[1:-1], line
     return tok
 
 
 def train_t5_tokenizer() -> T5TokenizerFast:
     """A Unigram (SentencePiece-style) tokenizer shaped like T5's, trained on CORPUS.
 
-    ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2, then the trained pieces with their scores, then
-    every printable ASCII character training did not produce (score: the lowest trained
-    score minus 1). No sentinel ``<extra_id_*>`` tokens (extra_ids=0). transformers'
-    ``T5Tokenizer(vocab)`` adds the WhitespaceSplit + Metaspace("▁", prepend always)
-    pre-tokenizer, the Metaspace decoder and the post-processor that appends ``</s>``.
-    There is no normaliser (the real T5 has SentencePiece's precompiled NFKC map); the
-    vocabulary is case-sensitive.
+    The corpus goes through T5's pre-tokenizer (tokenizers' WhitespaceSplit + Metaspace),
+    then train_unigram. ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2 (score 0), the trained
+    pieces by score, then every printable ASCII character not yet there (score: the lowest
+    trained score minus 1). No sentinel ``<extra_id_*>`` tokens (extra_ids=0).
+    transformers' ``T5Tokenizer(vocab)`` adds the pre-tokenizer, the Metaspace decoder and the
+    post-processor that appends ``</s>``. There is no normaliser (the real T5 has
+    SentencePiece's precompiled NFKC map); the vocabulary is case-sensitive.
     """
-    trainer_tok = tokenizers.Tokenizer(Unigram())
-    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)]
-    )
-    trainer = trainers.UnigramTrainer(
-        vocab_size=T5_UNIGRAM_TRAIN_VOCAB, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
-        show_progress=False,
-    )
-    trainer_tok.train_from_iterator(CORPUS, trainer=trainer)
-    model = json.loads(trainer_tok.to_str())["model"]
-    pieces = [(str(p), float(s)) for p, s in model["vocab"]]
-    assert [p for p, _ in pieces[:3]] == ["<pad>", "</s>", "<unk>"] and model["unk_id"] == 2
-    floor = min(s for _, s in pieces[3:]) - 1.0
+    pre_tokenizer = t5_pre_tokenizer()
+    words = word_counts(w for line in CORPUS for w, _ in pre_tokenizer.pre_tokenize_str(line))
+    trained = train_unigram(words, T5_UNIGRAM_TRAIN_VOCAB)
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + trained
+    floor = min(s for _, s in trained) - 1.0
     present = {p for p, _ in pieces}
     pieces += [(c, floor) for c in BASE_ALPHABET if c not in present]
     tok = T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)
     assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
     assert len(tok) == len(pieces)
+    for line in CORPUS:
+        assert tok.unk_token_id not in tok(line).input_ids, line
     return tok
 
 
@@ -315,6 +413,11 @@ def build_transformer(config: dict, seed: int) -> FluxTransformer2DModel:
             else:
                 assert name.endswith(".bias") and p.ndim == 1, name
                 p.copy_(TRANSFORMER_BIAS_STD * torch.randn(p.shape, generator=gen))
+        linear_1 = model.time_text_embed.timestep_embedder.linear_1
+        half = linear_1.in_features // 2  # Timesteps(256, flip_sin_to_cos=True): [cos | sin]
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / half)
+        damping = torch.clamp(TIMESTEP_FREQ_CUTOFF / freqs, max=1.0).to(torch.float32)
+        linear_1.weight.mul_(torch.cat([damping, damping])[None, :])
     model.eval()
     for name, p in model.named_parameters():
         assert torch.isfinite(p).all() and not ((p == 0) | (p == 1)).any(), name
@@ -924,7 +1027,9 @@ Versions: {vers}. Total {size:,} bytes.
 
 * `transformer/`: `FluxTransformer2DModel({json.dumps(TRANSFORMER_CONFIG)})`, every parameter
   re-initialised (seed {DEV_WEIGHT_SEED}): weights N(0, 1/fan_in), biases N(0, {TRANSFORMER_BIAS_STD}²),
-  q/k RMSNorm weights N(1, {TRANSFORMER_NORM_STD}²).
+  q/k RMSNorm weights N(1, {TRANSFORMER_NORM_STD}²); the fast-sinusoid columns of
+  `time_text_embed.timestep_embedder.linear_1` damped by min(1, {TIMESTEP_FREQ_CUTOFF} / f) so the model responds
+  smoothly to t (as a trained one does).
 * `vae/`: `vae_16` of tools/make_fixtures.py (same weights), scaling_factor 0.3611, shift_factor 0.1159;
   `vae_scale_factor` = 2, so height = width = {HEIGHT} gives an 8×8 latent, 16 packed tokens.
 * `text_encoder/`: CLIPTextModel (hidden 32, 2 layers, 4 heads, intermediate 37, quick_gelu,
@@ -1005,7 +1110,11 @@ def main() -> None:
         "schnell_weight_seed": SCHNELL_WEIGHT_SEED,
         "clip_weight_seed": CLIP_WEIGHT_SEED,
         "t5_weight_seed": T5_WEIGHT_SEED,
-        "transformer_init": "weights N(0, 1/fan_in); biases N(0, 0.1^2); q/k RMSNorm weights N(1, 0.1^2)",
+        "transformer_init": (
+            "weights N(0, 1/fan_in); biases N(0, 0.1^2); q/k RMSNorm weights N(1, 0.1^2); then the columns of "
+            "time_text_embed.timestep_embedder.linear_1.weight reading frequency f = exp(-ln(10000) * (col % 128) / "
+            f"128) scaled by min(1, {TIMESTEP_FREQ_CUTOFF} / f)"
+        ),
         "text_encoder_init": f"transformers' init + N(0, {TEXT_WEIGHT_NOISE}^2) on every parameter",
         "vae": "vae_16 of tools/make_fixtures.py (same weights)",
         "vae_scale_factor": loaded.vae_scale_factor,

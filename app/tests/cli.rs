@@ -610,3 +610,60 @@ fn the_dit_pipeline_example_renders_rgb_through_its_vae_with_the_step_cache() {
         "the cached run's table: {stdout}"
     );
 }
+
+#[test]
+fn the_flux_examples_render_the_prompt_through_clip_t5_and_the_vae() {
+    for (workflow, cached) in [
+        ("workflows/flux_uncached.ron", false),
+        ("workflows/flux_cached.ron", true),
+    ] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let out = tmp.path().join("out");
+        let o = cachedit(
+            &["run", workflow, "--out", &out.display().to_string()],
+            &repo(),
+        );
+        let stderr = text(&o.stderr);
+        assert!(o.status.success(), "{workflow}: {stderr}");
+        assert!(
+            stderr.contains(
+                "LoadModel #1: FLUX.1-dev: 2 × transformer_blocks + 2 × single_transformer_blocks"
+            ) && stderr.contains("VAE: 16 latent channels"),
+            "Load Model says what it loaded: {stderr}"
+        );
+        let png = std::fs::read_dir(&out)
+            .expect("out")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "png"))
+            .expect("a PNG");
+        let image = cachedit_nodes::image::png_io::read_png(&png).expect("png");
+        // 16 px asked: an 8×8 latent through the ×2 fixture VAE.
+        assert_eq!((image.width, image.height), (16, 16));
+        let chunks = cachedit_nodes::image::png_io::read_png_text(&png).expect("text");
+        assert!(
+            chunks
+                .iter()
+                .any(|(k, v)| k == "cachedit:prompt" && v == "a red fox in the snow"),
+            "the prompt is in the PNG: {chunks:?}"
+        );
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).expect("stats"))
+                .expect("stats parse");
+        let sampler = stats["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["kind"] == "Sampler")
+            .expect("sampler");
+        let run = &sampler["stats"];
+        assert_eq!(run["prompt"], "a red fox in the snow", "{sampler}");
+        assert_eq!(run["scheduler"], "flow-euler", "auto: the pipeline's class");
+        let reused = run["calls"]
+            .as_array()
+            .expect("calls")
+            .iter()
+            .filter(|c| c["decision"] == "Reused")
+            .count();
+        assert_eq!(reused > 0, cached, "{workflow}: {reused} reused calls");
+    }
+}

@@ -8,6 +8,7 @@ use cachedit_nodes::image::png_io::{
     encode_png, read_png_bytes, read_png_text_bytes, workflow_text_from_png_bytes, WORKFLOW_KEY,
 };
 use cachedit_nodes::image::RgbImage;
+use cachedit_nodes::models::flux::loading::parse_flux_config;
 use cachedit_nodes::models::loading::{
     load_checkpoint_bytes, parse_config, parse_vae_config, LoadLimits, WeightsFormat,
 };
@@ -175,13 +176,16 @@ fn config_seeds() -> Vec<Vec<u8>> {
         ),
         include_str!("../../nodes/tests/fixtures/vae_4/config.json"),
         include_str!("../../nodes/tests/fixtures/vae_16/config.json"),
+        include_str!("../../nodes/tests/fixtures/flux_pipeline/transformer/config.json"),
+        include_str!("../../nodes/tests/fixtures/flux_pipeline/scheduler/scheduler_config.json"),
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect()
 }
 
-/// The same text as a DiT `config.json`, a scheduler config and a VAE config (each checked).
+/// The same text as a DiT `config.json`, a scheduler config, a VAE config and a FLUX.1
+/// config (each checked).
 fn run_config(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let dit = parse_config(&text, "fuzz/config.json").map(|_| ());
@@ -191,7 +195,17 @@ fn run_config(bytes: &[u8]) -> String {
         // What a loader derives from it must not overflow or divide by zero.
         let _ = (c.downscale(), c.tile_latent());
     });
-    format!("{}|{}|{}", label(dit), label(scheduler), label(vae))
+    let flux = parse_flux_config(&text, "fuzz/transformer/config.json").map(|c| {
+        // The sizes a loader derives must not overflow.
+        let _ = (c.weight_count(), c.inner_dim(), c.latent_channels());
+    });
+    format!(
+        "{}|{}|{}|{}",
+        label(dit),
+        label(scheduler),
+        label(vae),
+        label(flux)
+    )
 }
 
 /// The checkpoint the loader targets load: a two-layer DiT (see

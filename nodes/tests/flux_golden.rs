@@ -345,3 +345,50 @@ fn the_step_cache_on_flux_caches_the_steps_cache_dit_caches() {
     let reference = unpack(&f["cd_uncached_final"], 8, 8).expect("unpack");
     check("uncached final latents", &plain.sample, &reference, 1e-4);
 }
+
+#[test]
+fn a_flux_checkpoint_that_does_not_fit_its_config_names_the_tensor_and_both_shapes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = fixtures().join("flux_pipeline/transformer");
+    std::fs::copy(
+        src.join("diffusion_pytorch_model.safetensors"),
+        tmp.path().join("diffusion_pytorch_model.safetensors"),
+    )
+    .expect("copy");
+    let config = std::fs::read_to_string(src.join("config.json")).expect("config");
+    let wrong = config.replace("\"joint_attention_dim\": 32", "\"joint_attention_dim\": 48");
+    assert_ne!(wrong, config);
+    std::fs::write(tmp.path().join("config.json"), wrong).expect("write");
+    let err = load_model(&tmp.path().display().to_string(), "f32", "cpu")
+        .expect_err("48-wide text tokens do not fit 32-wide weights")
+        .to_string();
+    assert!(
+        err.contains("diffusion_pytorch_model.safetensors")
+            && err.contains("context_embedder.weight")
+            && err.contains("[16, 48]")
+            && err.contains("[16, 32]"),
+        "names the file, the tensor and both shapes: {err}"
+    );
+}
+
+#[test]
+fn a_text_model_without_a_prompt_or_with_a_class_is_an_error_naming_the_field() {
+    let loaded = pipeline();
+    let mut settings = pipe_settings(&loaded, 2);
+    settings.prompt = None;
+    settings.class_labels = vec![3];
+    let noise = Tensor::zeros((1, 16, 8, 8), DType::F32, &candle_core::Device::Cpu).expect("0");
+    let err = denoise(
+        &loaded.model,
+        &settings,
+        &noise,
+        &mut PlainForward::default(),
+        &mut |_| Flow::Continue,
+    )
+    .expect_err("no prompt")
+    .to_string();
+    assert!(
+        err.contains("prompt") && err.contains("text-conditioned"),
+        "{err}"
+    );
+}

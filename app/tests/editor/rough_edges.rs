@@ -23,6 +23,20 @@ fn in_node(h: &Harness<'_, EditorApp>, label: &str) -> egui::Pos2 {
     h.state().canvas.to_screen(center)
 }
 
+/// A node's position on the graph (its top-left corner, graph coordinates).
+fn app_node_pos(h: &Harness<'_, EditorApp>, id: NodeId) -> (f32, f32) {
+    let node = h
+        .state()
+        .doc
+        .workflow()
+        .nodes
+        .iter()
+        .find(|n| n.id == id)
+        .unwrap_or_else(|| panic!("{id} is not in the workflow"))
+        .clone();
+    (node.pos[0], node.pos[1])
+}
+
 /// Every pair of drawn node rectangles that overlap, by node id.
 fn overlaps(h: &Harness<'_, EditorApp>) -> Vec<(NodeId, NodeId)> {
     let app = h.state();
@@ -402,8 +416,18 @@ fn the_config_shows_only_the_params_and_labels_of_its_strategy() {
         .expect("example");
     let config = node_of(app.doc.workflow(), "CacheDitAdvancedConfig");
     let mut h = fitted(app);
-    // Open the Advanced section of the config node.
-    let advanced = in_node(&h, "Advanced");
+    // Open the Advanced section of the config node (the Sampler has one too: take the one
+    // nearest the config node's corner).
+    let corner = {
+        let n = app_node_pos(&h, config);
+        egui::pos2(n.0, n.1)
+    };
+    let advanced = h
+        .get_all_by_label("Advanced")
+        .map(|n| n.rect().center())
+        .min_by(|a, b| a.distance(corner).total_cmp(&b.distance(corner)))
+        .map(|c| h.state().canvas.to_screen(c))
+        .expect("an Advanced section");
     mouse_click(
         &mut h,
         advanced,

@@ -74,7 +74,8 @@ impl NodeKind for Sampler {
                     "negative_prompt",
                     "",
                     "text-conditioned models, with true_cfg above 1: what to steer away from",
-                ),
+                )
+                .advanced(),
                 ParamSpec::float(
                     "true_cfg",
                     1.0,
@@ -82,7 +83,8 @@ impl NodeKind for Sampler {
                     30.0,
                     "text-conditioned models: classifier-free guidance with the negative \
                      prompt (two calls per step; FluxPipeline's true_cfg_scale); 1 = off",
-                ),
+                )
+                .advanced(),
                 ParamSpec::int(
                     "max_sequence_length",
                     512,
@@ -90,21 +92,24 @@ impl NodeKind for Sampler {
                     4096,
                     "text-conditioned models: T5 tokens the prompt is padded or cut to \
                      (FluxPipeline's max_sequence_length)",
-                ),
+                )
+                .advanced(),
                 ParamSpec::int(
                     "width",
                     0,
                     0,
                     8192,
                     "image width in pixels; 0 = the model's native size",
-                ),
+                )
+                .advanced(),
                 ParamSpec::int(
                     "height",
                     0,
                     0,
                     8192,
                     "image height in pixels; 0 = the model's native size",
-                ),
+                )
+                .advanced(),
                 ParamSpec::text(
                     "latent_file",
                     "",

@@ -50,13 +50,29 @@ pub(crate) fn warm_up(
     settings: &SampleSettings,
     noise: &Tensor,
 ) -> Result<(), SamplingError> {
-    let batch = 2 * settings.class_labels.len();
-    let x = Tensor::cat(&[noise, noise], 0).map_err(candle("warm-up forward"))?;
-    let t = Tensor::full(500f32, batch, noise.device()).map_err(candle("warm-up forward"))?;
-    let labels =
-        Tensor::zeros(batch, DType::U32, noise.device()).map_err(candle("warm-up forward"))?;
-    blocks::forward(model, &x, &t, &Conditioning::Class(labels))
-        .map_err(candle("warm-up forward"))?;
+    let fail = candle("warm-up forward");
+    let (x, cond) = match &settings.prompt {
+        // A prompt: one call as the loop makes it.
+        Some(p) => {
+            let g = model.embeds_guidance().then_some(settings.guidance);
+            let cond = p
+                .embeds
+                .conditioning(settings.batch(), g)
+                .map_err(candle("warm-up forward"))?;
+            (noise.clone(), Conditioning::Text(cond))
+        }
+        // Classes: a CFG-sized batch.
+        None => {
+            let batch = 2 * settings.class_labels.len();
+            let labels = Tensor::zeros(batch, DType::U32, noise.device())
+                .map_err(candle("warm-up forward"))?;
+            let x = Tensor::cat(&[noise, noise], 0).map_err(candle("warm-up forward"))?;
+            (x, Conditioning::Class(labels))
+        }
+    };
+    let n = cond.batch().map_err(candle("warm-up forward"))?;
+    let t = Tensor::full(500f32, n, noise.device()).map_err(candle("warm-up forward"))?;
+    blocks::forward(model, &x, &t, &cond).map_err(fail)?;
     model
         .device()
         .synchronize()

@@ -78,10 +78,13 @@ impl SamplerStats {
             .map_or(crate::cache::NO_CACHE, |s| s.signature.as_str());
         let _ = writeln!(
             out,
-            "{signature} | {} | {} steps | cfg {} | {}",
+            "{signature} | {} | {} steps | {} | {}",
             self.model,
             self.steps.len(),
-            self.cfg_mode,
+            match &self.prompt {
+                Some(p) => format!("prompt {p:?}, guidance {}", self.guidance),
+                None => format!("cfg {}", self.cfg_mode),
+            },
             match &self.latent_file {
                 Some(file) => format!("latent {file}"),
                 None => format!("seed {}", self.seed),
