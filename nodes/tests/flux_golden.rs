@@ -392,3 +392,48 @@ fn a_text_model_without_a_prompt_or_with_a_class_is_an_error_naming_the_field() 
         "{err}"
     );
 }
+
+#[test]
+fn half_precision_loads_and_runs_close_to_f32() {
+    let f = load(GOLDEN);
+    let folder = fixtures().join("flux_pipeline");
+    // The model scales t/1000 and the guidance by 1000 in its own dtype, as diffusers does, so
+    // in half precision 0.73 → 730 and 3.5 → 3500 move (bf16: 732, 3504) and with them every
+    // embedding. t = 0.5 and guidance 4 stay exact (500, 4000): the comparison sees the
+    // arithmetic, not the inputs' rounding.
+    let cpu = candle_core::Device::Cpu;
+    let t = Tensor::new(&[0.5f32], &cpu).expect("t");
+    let text = TextConditioning {
+        guidance: Some(Tensor::new(&[4.0f32], &cpu).expect("g")),
+        ..forward_text(&f, true)
+    };
+    let f32_model = pipeline();
+    let reference = flux(&f32_model)
+        .forward_packed(&f["fwd_hidden"], &t, &text, (4, 4))
+        .expect("f32 forward");
+    for dtype in ["bf16", "f16"] {
+        let loaded = load_model(&folder.display().to_string(), dtype, "cpu").expect("loads");
+        let out = flux(&loaded)
+            .forward_packed(&f["fwd_hidden"], &t, &text, (4, 4))
+            .expect("forward");
+        check(&format!("{dtype} forward"), &out, &reference, 3e-2);
+        let embeds = loaded
+            .text
+            .as_ref()
+            .expect("text")
+            .encode("a red fox in the snow", 16)
+            .expect("encodes");
+        check(
+            &format!("{dtype} CLIP pooled"),
+            &embeds.pooled,
+            &f["clip_pooled_0"],
+            3e-2,
+        );
+        check(
+            &format!("{dtype} T5 tokens"),
+            &embeds.tokens,
+            &f["t5_hidden_0"],
+            3e-2,
+        );
+    }
+}
