@@ -381,7 +381,7 @@ fn latent_size(model: &LoadedModel, params: &Params) -> Result<Option<(usize, us
         if px == 0 {
             return Ok(native);
         }
-        if px % step != 0 {
+        if !px.is_multiple_of(step) {
             return Err(NodeError::Param(
                 name.into(),
                 format!(

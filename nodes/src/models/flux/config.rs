@@ -136,7 +136,7 @@ impl FluxConfig {
                 ),
             );
         }
-        if self.in_channels == 0 || self.in_channels % 4 != 0 {
+        if self.in_channels == 0 || !self.in_channels.is_multiple_of(4) {
             return field(
                 "in_channels",
                 format!(
@@ -168,7 +168,7 @@ impl FluxConfig {
         if self.num_layers + self.num_single_layers == 0 {
             return field("num_layers", "the model has no blocks".into());
         }
-        if self.attention_head_dim % 2 != 0 {
+        if !self.attention_head_dim.is_multiple_of(2) {
             return field(
                 "attention_head_dim",
                 format!("{}: RoPE needs an even head width", self.attention_head_dim),

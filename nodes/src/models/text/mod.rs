@@ -74,7 +74,7 @@ impl ClipFields {
             self.max_position_embeddings,
         ];
         if dims.iter().any(|&d| d == 0 || d > MAX_DIM)
-            || self.hidden_size % self.num_attention_heads != 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {
             return Err(format!(
                 "sizes {dims:?} are out of range (or the width does not split into the heads)"
