@@ -14,16 +14,20 @@ pub enum Strategy {
     Dynamic,
     /// cache-dit's DBCache: the front blocks' residual decides (plus warmup, limits, SCM).
     Adaptive,
+    /// diffusers' First Block Cache: the first block's residual against the last computed
+    /// one; no warmup, no limits (cache/fbcache.rs).
+    FirstBlock,
 }
 
 impl Strategy {
-    pub const NAMES: &'static [&'static str] = &["fixed", "dynamic", "adaptive"];
+    pub const NAMES: &'static [&'static str] = &["fixed", "dynamic", "adaptive", "fbcache"];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "fixed" => Some(Strategy::Fixed),
             "dynamic" => Some(Strategy::Dynamic),
             "adaptive" => Some(Strategy::Adaptive),
+            "fbcache" => Some(Strategy::FirstBlock),
             _ => None,
         }
     }
@@ -33,6 +37,7 @@ impl Strategy {
             Strategy::Fixed => "fixed",
             Strategy::Dynamic => "dynamic",
             Strategy::Adaptive => "adaptive",
+            Strategy::FirstBlock => "fbcache",
         }
     }
 }
@@ -325,6 +330,16 @@ impl StepCacheConfig {
     /// `Fn ≤ N` and `Bn ≤ N` separately; `Fn + Bn ≥ N` is allowed and saves nothing).
     pub fn check_blocks(&self, num_blocks: usize) -> Result<(), CacheConfigError> {
         let db = &self.db;
+        if self.strategy == Strategy::FirstBlock {
+            // diffusers pops a head and a tail block: one block is not enough.
+            if num_blocks < 2 {
+                return Err(invalid(
+                    "strategy",
+                    format!("fbcache needs at least 2 blocks; the model has {num_blocks}"),
+                ));
+            }
+            return Ok(());
+        }
         if db.fn_compute_blocks > num_blocks {
             return Err(invalid(
                 "Fn_compute_blocks",

@@ -2,6 +2,7 @@
 //! TaylorSeer and SCM, plus fixed and dynamic counter schedules), one concern per module.
 
 pub mod config;
+pub mod fbcache;
 pub mod hook;
 pub mod indicator;
 pub mod noise;
@@ -23,3 +24,17 @@ pub use schedule::{schedule_preview, Degenerate, Planned, SchedulePreview};
 pub use signature::NO_CACHE;
 pub use step_cache::{check_run, StepCache};
 pub use summary::{BranchSummary, CacheSummary, DiffStats};
+
+/// The hook a cache config asks for, built and validated once for a run of `steps` steps on
+/// a model with these block lists: diffusers' First Block Cache for `fbcache`, the step cache
+/// (DBCache, fixed, dynamic) otherwise.
+pub fn hook_for_run<M: crate::models::blocks::BlockTransformer + ?Sized>(
+    config: std::sync::Arc<StepCacheConfig>,
+    lists: &[crate::models::blocks::BlockList],
+    steps: usize,
+) -> Result<Box<dyn hook::TransformerHook<M>>, config::CacheConfigError> {
+    Ok(match config.strategy {
+        Strategy::FirstBlock => Box::new(fbcache::FirstBlockCache::for_run(config, lists)?),
+        _ => Box::new(StepCache::for_run(config, lists, steps)?),
+    })
+}

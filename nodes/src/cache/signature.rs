@@ -44,6 +44,10 @@ impl StepCacheConfig {
                 self.skip_interval,
                 db.max_continuous_cached_steps.max(0)
             ),
+            // Its threshold is its only setting.
+            Strategy::FirstBlock => {
+                return format!("FBCache_R{}", py_float(db.residual_diff_threshold))
+            }
         };
         if self.strategy == Strategy::Adaptive {
             if let Some(acc) = db.max_accumulated_residual_diff_threshold {

@@ -10,7 +10,7 @@ pub mod labels;
 pub mod table;
 
 use crate::cache::hook::{PlainForward, TransformerHook};
-use crate::cache::{CacheSummary, StepCache, StepCacheConfig, NO_CACHE};
+use crate::cache::{hook_for_run, CacheSummary, StepCacheConfig, NO_CACHE};
 use crate::image::RgbImage;
 use crate::metrics::{psnr, ssim};
 use crate::models::blocks::BlockTransformer;
@@ -311,14 +311,14 @@ pub fn run_comparison(
     hooks.push(Box::new(PlainForward::default()));
     for cell in &spec.cells {
         hooks.push(match &cell.config {
-            Some(c) => Box::new(
-                StepCache::for_run(c.clone(), model.block_lists(), spec.settings.steps).map_err(
-                    |e| SamplingError::Invalid {
+            Some(c) => {
+                hook_for_run(c.clone(), model.block_lists(), spec.settings.steps).map_err(|e| {
+                    SamplingError::Invalid {
                         field: e.field,
                         message: e.message,
-                    },
-                )?,
-            ),
+                    }
+                })?
+            }
             None => Box::new(PlainForward::default()),
         });
     }

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 pub struct CacheDitConfig;
 
+/// The strategies of the step cache (fbcache has only its threshold).
+const NOT_FBCACHE: &[&str] = &["fixed", "dynamic", "adaptive"];
 const SCM_POLICIES: &[&str] = &["none", "slow", "medium", "fast", "ultra", "custom"];
 /// Every SCM policy but `none`: where the mask settings apply.
 const SCM_PRESET_OR_CUSTOM: &[&str] = &["slow", "medium", "fast", "ultra", "custom"];
@@ -97,7 +99,8 @@ impl NodeKind for CacheDitConfig {
                     Strategy::NAMES,
                     "fixed: after warmup reuse one step in skip_interval; dynamic: reuse more \
                      often later on, in bounded runs, the last step computes; adaptive: \
-                     cache-dit's DBCache residual indicator",
+                     cache-dit's DBCache residual indicator; fbcache: diffusers' First Block \
+                     Cache (the first block's residual, residual_diff_threshold only)",
                 ),
                 ParamSpec::int(
                     "skip_interval",
@@ -113,7 +116,8 @@ impl NodeKind for CacheDitConfig {
                     0,
                     1000,
                     "first steps that always compute (DBCache's max_warmup_steps)",
-                ),
+                )
+                .when("strategy", NOT_FBCACHE),
                 ParamSpec::float(
                     "noise_scale",
                     d.noise_scale,
@@ -121,13 +125,15 @@ impl NodeKind for CacheDitConfig {
                     0.1,
                     "noise added to a reused residual, relative to its mean |value|; 0 = exact \
                      reuse",
-                ),
+                )
+                .when("strategy", NOT_FBCACHE),
                 ParamSpec::boolean(
                     "taylorseer",
                     d.taylorseer.is_some(),
                     "forecast the reused residual from the computed steps (TaylorSeer) instead \
                      of reusing it stale",
-                ),
+                )
+                .when("strategy", NOT_FBCACHE),
                 ParamSpec::int(
                     "Fn_compute_blocks",
                     db.fn_compute_blocks as i64,
@@ -136,7 +142,8 @@ impl NodeKind for CacheDitConfig {
                     "front blocks that always run; their residual is the adaptive indicator \
                      (at least 1 for adaptive)",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", NOT_FBCACHE),
                 ParamSpec::int(
                     "Bn_compute_blocks",
                     db.bn_compute_blocks as i64,
@@ -144,16 +151,18 @@ impl NodeKind for CacheDitConfig {
                     1024,
                     "back blocks that always run after the reused middle",
                 )
-                .advanced(),
+                .advanced()
+                .when("strategy", NOT_FBCACHE),
                 ParamSpec::float(
                     "residual_diff_threshold",
                     db.residual_diff_threshold,
                     0.0,
                     1.0,
-                    "adaptive: reuse when the relative L1 diff is below this; 0 never, 1 always",
+                    "adaptive: reuse when the relative L1 diff is below this, 0 never, 1 always; \
+                     fbcache: compute when the first block's diff is above this",
                 )
                 .advanced()
-                .when("strategy", &["adaptive"]),
+                .when("strategy", &["adaptive", "fbcache"]),
                 ParamSpec::int(
                     "warmup_interval",
                     db.warmup_interval as i64,

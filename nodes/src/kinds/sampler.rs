@@ -3,7 +3,7 @@
 //! step with its call records, and can time an uncached run of the same settings.
 
 use crate::cache::hook::{PlainForward, TransformerHook};
-use crate::cache::{CacheSummary, StepCache, NO_CACHE};
+use crate::cache::{hook_for_run, CacheSummary, NO_CACHE};
 use crate::exec::context::NodeContext;
 use crate::exec::data::Data;
 use crate::exec::events::{MeasureProgress, StepProgress};
@@ -166,11 +166,7 @@ impl NodeKind for Sampler {
         };
         // The config is validated and its schedule built once, here, for this model and run.
         let mut hook: Box<dyn TransformerHook<AnyModel>> = match &cache {
-            Some(c) => Box::new(StepCache::for_run(
-                c.clone(),
-                model.model.block_lists(),
-                settings.steps,
-            )?),
+            Some(c) => hook_for_run(c.clone(), model.model.block_lists(), settings.steps)?,
             None => Box::new(PlainForward::default()),
         };
         let started = Instant::now();
