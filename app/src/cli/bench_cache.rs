@@ -9,8 +9,8 @@ use cachedit_nodes::cache::indicator::rel_l1;
 use cachedit_nodes::cache::noise::ReuseNoise;
 use cachedit_nodes::cache::scm::ScmPreset;
 use cachedit_nodes::cache::{
-    CallRecord, CfgBranch, MaskPolicy, MaskSource, StepCache, StepCacheConfig, StepsMask, Strategy,
-    TaylorIndexing, TaylorSeerConfig,
+    hook_for_run, CallRecord, CfgBranch, MaskPolicy, MaskSource, StepCache, StepCacheConfig,
+    StepsMask, Strategy, TaylorIndexing, TaylorSeerConfig,
 };
 use cachedit_nodes::eval::classifier::{self, SceneClassifier};
 use cachedit_nodes::image::convert::image_from_tensor;
@@ -111,6 +111,14 @@ fn configs() -> Vec<(&'static str, Option<StepCacheConfig>)> {
             });
             Some(c)
         }),
+        ("FBCache R0.03 (diffusers)", {
+            let mut c = StepCacheConfig {
+                strategy: Strategy::FirstBlock,
+                ..StepCacheConfig::default()
+            };
+            c.db.residual_diff_threshold = 0.03;
+            Some(c)
+        }),
     ]
 }
 
@@ -132,7 +140,11 @@ fn run_once(
     config: Option<&StepCacheConfig>,
 ) -> Result<Run> {
     let mut hook: Box<dyn TransformerHook<DiT>> = match config {
-        Some(c) => Box::new(StepCache::new(Arc::new(c.clone()))),
+        Some(c) => hook_for_run(
+            Arc::new(c.clone()),
+            cachedit_nodes::models::blocks::BlockTransformer::block_lists(dit),
+            settings.steps,
+        )?,
         None => Box::new(PlainForward::default()),
     };
     let mut calls = Vec::new();
