@@ -39,6 +39,11 @@ How to run (from the repository root)::
     /work/.venv-fixtures/bin/python tools/make_fixtures.py
 
 No network access and no pretrained weights are needed.
+
+The FLUX.1 fixtures (``flux_pipeline/``, ``flux_schnell_transformer/``,
+``flux_golden.safetensors``) come from ``tools/make_flux_fixtures.py``, which needs the same
+environment. This script rewrites ``README.md`` from scratch, so run that one after it: it
+puts its FLUX section back.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ overwrites them, the other fixtures are left alone):
                        scratch, so run this script after it.
 
 Everything runs on the CPU in float32 with one thread, fixed seeds and
-``torch.use_deterministic_algorithms(True)``; running it twice gives byte-identical files. Nothing is downloaded and no pretrained weights
-are used.
+``torch.use_deterministic_algorithms(True)``; running it twice gives byte-identical files.
+Nothing is downloaded and no pretrained weights are used.
 
 How to run (from the repository root)::
 
@@ -55,7 +55,6 @@ os.environ["CACHE_DIT_LOG_LEVEL"] = "error"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
-import copy  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
@@ -66,6 +65,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.dont_write_bytecode = True  # importing make_fixtures must not leave tools/__pycache__
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_fixtures as mf  # noqa: E402  (setup_determinism, write_safetensors, build_vae, ...)
 

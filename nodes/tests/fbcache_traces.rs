@@ -6,7 +6,7 @@
 //! (normalised max error). `--nocapture` prints the errors.
 
 use cachedit_nodes::cache::hook::TransformerHook;
-use cachedit_nodes::cache::{hook_for_run, Decision, StepCacheConfig, Strategy};
+use cachedit_nodes::cache::{hook_for_run, Decision, StepCacheConfig};
 use cachedit_nodes::models::blocks::BlockTransformer;
 use cachedit_nodes::models::builtin::load_model;
 use cachedit_nodes::models::flux::unpack;
@@ -34,12 +34,7 @@ fn runs() -> Vec<Value> {
 }
 
 fn fbcache(threshold: f64) -> Arc<StepCacheConfig> {
-    let mut config = StepCacheConfig {
-        strategy: Strategy::FirstBlock,
-        ..StepCacheConfig::default()
-    };
-    config.db.residual_diff_threshold = threshold;
-    Arc::new(config)
+    Arc::new(StepCacheConfig::first_block(threshold))
 }
 
 /// Runs `settings` from `noise` with an FBCache hook: the final sample and, per call, the

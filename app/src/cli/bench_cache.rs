@@ -111,14 +111,10 @@ fn configs() -> Vec<(&'static str, Option<StepCacheConfig>)> {
             });
             Some(c)
         }),
-        ("FBCache R0.03 (diffusers)", {
-            let mut c = StepCacheConfig {
-                strategy: Strategy::FirstBlock,
-                ..StepCacheConfig::default()
-            };
-            c.db.residual_diff_threshold = 0.03;
-            Some(c)
-        }),
+        (
+            "FBCache R0.03 (diffusers)",
+            Some(StepCacheConfig::first_block(0.03)),
+        ),
     ]
 }
 

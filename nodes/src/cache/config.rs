@@ -218,6 +218,19 @@ pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> CacheC
 }
 
 impl StepCacheConfig {
+    /// diffusers' First Block Cache at `threshold`: F1B0, no warmup, no limits, no
+    /// calibrator, no noise (cache/fbcache.rs).
+    pub fn first_block(threshold: f64) -> Self {
+        StepCacheConfig {
+            strategy: Strategy::FirstBlock,
+            db: super::fbcache::as_db_rules(threshold),
+            skip_interval: 2,
+            taylorseer: None,
+            noise_scale: 0.0,
+            noise_seed: 0,
+        }
+    }
+
     /// The studio's defaults, which the config node shows: DBCache F4B0, warmup 4, at most 3
     /// continuous cached steps, threshold 0.12 (cache-dit's benchmark "S" setting, sized for
     /// 12-block models), no calibrator, and reuse noise 0.001 of the residual's magnitude (the

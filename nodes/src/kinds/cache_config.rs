@@ -70,6 +70,10 @@ pub fn config_from_params(params: &Params) -> Result<StepCacheConfig, NodeError>
             policy,
         }),
     };
+    if c.strategy == Strategy::FirstBlock {
+        // Its threshold is all it reads; the hidden knobs must not leak into it.
+        c = StepCacheConfig::first_block(c.db.residual_diff_threshold);
+    }
     c.validate()?;
     Ok(c)
 }
