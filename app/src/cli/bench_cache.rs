@@ -115,6 +115,7 @@ fn configs() -> Vec<(&'static str, Option<StepCacheConfig>)> {
             "FBCache R0.03 (diffusers)",
             Some(StepCacheConfig::first_block(0.03)),
         ),
+        ("TeaCache R0.05", Some(StepCacheConfig::tea_cache(0.05))),
     ]
 }
 

@@ -293,11 +293,14 @@ fn no_diff_message(input: &StatsInput<'_>, no_steps_yet: bool) -> String {
             "residual diff: not measured (the {} schedule decides by step index)",
             s.name()
         ),
-        Some(Strategy::Adaptive | Strategy::FirstBlock) if no_steps_yet => {
+        Some(Strategy::Adaptive | Strategy::FirstBlock | Strategy::TeaCache) if no_steps_yet => {
             "residual diff: none measured yet".into()
         }
         // The first call of a run only sets the reference.
         Some(Strategy::FirstBlock) => "residual diff: none measured (only one call so far)".into(),
+        Some(Strategy::TeaCache) => {
+            "accumulated distance: none measured (the first and last calls always compute)".into()
+        }
         Some(Strategy::Adaptive) if input.threshold.is_some_and(|t| t >= 1.0) => {
             "residual diff: none measured (a threshold of 1 or more reuses without measuring)"
                 .into()

@@ -17,10 +17,14 @@ pub enum Strategy {
     /// diffusers' First Block Cache: the first block's residual against the last computed
     /// one; no warmup, no limits (cache/fbcache.rs).
     FirstBlock,
+    /// TeaCache: the accumulated, rescaled change of block 0's modulated input skips the
+    /// whole stack (cache/teacache.rs).
+    TeaCache,
 }
 
 impl Strategy {
-    pub const NAMES: &'static [&'static str] = &["fixed", "dynamic", "adaptive", "fbcache"];
+    pub const NAMES: &'static [&'static str] =
+        &["fixed", "dynamic", "adaptive", "fbcache", "teacache"];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
@@ -28,6 +32,7 @@ impl Strategy {
             "dynamic" => Some(Strategy::Dynamic),
             "adaptive" => Some(Strategy::Adaptive),
             "fbcache" => Some(Strategy::FirstBlock),
+            "teacache" => Some(Strategy::TeaCache),
             _ => None,
         }
     }
@@ -38,6 +43,7 @@ impl Strategy {
             Strategy::Dynamic => "dynamic",
             Strategy::Adaptive => "adaptive",
             Strategy::FirstBlock => "fbcache",
+            Strategy::TeaCache => "teacache",
         }
     }
 }
@@ -221,8 +227,18 @@ impl StepCacheConfig {
     /// diffusers' First Block Cache at `threshold`: F1B0, no warmup, no limits, no
     /// calibrator, no noise (cache/fbcache.rs).
     pub fn first_block(threshold: f64) -> Self {
+        StepCacheConfig::threshold_only(Strategy::FirstBlock, threshold)
+    }
+
+    /// TeaCache at `threshold` (`rel_l1_thresh`), with the model's rescale polynomial.
+    pub fn tea_cache(threshold: f64) -> Self {
+        StepCacheConfig::threshold_only(Strategy::TeaCache, threshold)
+    }
+
+    /// A method whose only setting is its threshold.
+    fn threshold_only(strategy: Strategy, threshold: f64) -> Self {
         StepCacheConfig {
-            strategy: Strategy::FirstBlock,
+            strategy,
             db: super::fbcache::as_db_rules(threshold),
             skip_interval: 2,
             taylorseer: None,
@@ -352,6 +368,13 @@ impl StepCacheConfig {
                 ));
             }
             return Ok(());
+        }
+        if self.strategy == Strategy::TeaCache {
+            return if num_blocks == 0 {
+                Err(invalid("strategy", "teacache needs a model with blocks"))
+            } else {
+                Ok(())
+            };
         }
         if db.fn_compute_blocks > num_blocks {
             return Err(invalid(

@@ -14,6 +14,7 @@ pub mod signature;
 pub mod step_cache;
 pub mod summary;
 pub mod taylorseer;
+pub mod teacache;
 
 pub use config::{
     CacheConfigError, DbCacheConfig, MaskPolicy, MaskSource, StepCacheConfig, StepsMask, Strategy,
@@ -35,6 +36,10 @@ pub fn hook_for_run<M: crate::models::blocks::BlockTransformer + ?Sized>(
 ) -> Result<Box<dyn hook::TransformerHook<M>>, config::CacheConfigError> {
     Ok(match config.strategy {
         Strategy::FirstBlock => Box::new(fbcache::FirstBlockCache::for_run(config, lists)?),
+        Strategy::TeaCache => {
+            config.check_blocks(crate::models::blocks::total_blocks(lists))?;
+            Box::new(teacache::TeaCache::new(config)?)
+        }
         _ => Box::new(StepCache::for_run(config, lists, steps)?),
     })
 }

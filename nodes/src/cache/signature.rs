@@ -48,6 +48,9 @@ impl StepCacheConfig {
             Strategy::FirstBlock => {
                 return format!("FBCache_R{}", py_float(db.residual_diff_threshold))
             }
+            Strategy::TeaCache => {
+                return format!("TeaCache_R{}", py_float(db.residual_diff_threshold))
+            }
         };
         if self.strategy == Strategy::Adaptive {
             if let Some(acc) = db.max_accumulated_residual_diff_threshold {

@@ -70,9 +70,11 @@ pub fn config_from_params(params: &Params) -> Result<StepCacheConfig, NodeError>
             policy,
         }),
     };
-    if c.strategy == Strategy::FirstBlock {
-        // Its threshold is all it reads; the hidden knobs must not leak into it.
-        c = StepCacheConfig::first_block(c.db.residual_diff_threshold);
+    // Their threshold is all they read; the hidden knobs must not leak into them.
+    match c.strategy {
+        Strategy::FirstBlock => c = StepCacheConfig::first_block(c.db.residual_diff_threshold),
+        Strategy::TeaCache => c = StepCacheConfig::tea_cache(c.db.residual_diff_threshold),
+        _ => {}
     }
     c.validate()?;
     Ok(c)
@@ -104,7 +106,9 @@ impl NodeKind for CacheDitConfig {
                     "fixed: after warmup reuse one step in skip_interval; dynamic: reuse more \
                      often later on, in bounded runs, the last step computes; adaptive: \
                      cache-dit's DBCache residual indicator; fbcache: diffusers' First Block \
-                     Cache (the first block's residual, residual_diff_threshold only)",
+                     Cache (the first block's residual, residual_diff_threshold only); \
+                     teacache: TeaCache (block 0's modulated input, accumulated; threshold \
+                     only)",
                 ),
                 ParamSpec::int(
                     "skip_interval",
@@ -163,10 +167,11 @@ impl NodeKind for CacheDitConfig {
                     0.0,
                     1.0,
                     "adaptive: reuse when the relative L1 diff is below this, 0 never, 1 always; \
-                     fbcache: compute when the first block's diff is above this",
+                     fbcache: compute when the first block's diff is above this; teacache: \
+                     reuse while the accumulated rescaled distance stays below this",
                 )
                 .advanced()
-                .when("strategy", &["adaptive", "fbcache"]),
+                .when("strategy", &["adaptive", "fbcache", "teacache"]),
                 ParamSpec::int(
                     "warmup_interval",
                     db.warmup_interval as i64,

@@ -204,6 +204,12 @@ pub trait BlockTransformer {
         false
     }
 
+    /// TeaCache's fitted rescale polynomial for this family (highest power first), when one
+    /// was published; `None` = no rescaling until calibrated.
+    fn rescale_coefficients(&self) -> Option<&'static [f64]> {
+        None
+    }
+
     /// The timestep-modulated input of the first block, for indicators that read it
     /// (TeaCache); `None` when the family does not expose it.
     fn modulated_input(&self, _streams: &Streams, _call: &Self::Call) -> Result<Option<Tensor>> {

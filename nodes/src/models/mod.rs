@@ -132,6 +132,13 @@ impl BlockTransformer for AnyModel {
         }
     }
 
+    fn rescale_coefficients(&self) -> Option<&'static [f64]> {
+        match self {
+            AnyModel::Dit(m) => m.rescale_coefficients(),
+            AnyModel::Flux(m) => m.rescale_coefficients(),
+        }
+    }
+
     fn embeds_guidance(&self) -> bool {
         match self {
             AnyModel::Dit(m) => m.embeds_guidance(),

@@ -207,6 +207,17 @@ impl DiTBlock {
         self.ff.kernels = kernels;
     }
 
+    /// The block's modulated input, `norm1(x)·(1 + scale_msa) + shift_msa`: what TeaCache
+    /// reads (as its FLUX and Mochi scripts read block 0's `norm1` output).
+    pub fn modulated_input(&self, x: &Tensor, t_proj: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let cond = self.emb.forward(t_proj, labels)?;
+        let mods = self
+            .ada_linear
+            .forward(&cond.silu()?)?
+            .chunk(6, D::Minus1)?;
+        modulate(&self.norm1.forward(x)?, &mods[0], &mods[1])
+    }
+
     /// `x`: tokens `[B, N, hidden]`; `t_proj`: `[B, 256]` timestep projection in the model
     /// dtype; `labels`: `[B]` u32. Returns the new tokens.
     pub fn forward(&self, x: &Tensor, t_proj: &Tensor, labels: &Tensor) -> Result<Tensor> {

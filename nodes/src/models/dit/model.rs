@@ -259,4 +259,16 @@ impl BlockTransformer for DiT {
     fn null_conditioning(&self, batch: usize) -> Result<Conditioning> {
         Conditioning::classes(vec![self.config.num_classes() as u32; batch], &self.device)
     }
+
+    /// Block 0's adaLN-modulated input (TeaCache's indicator).
+    fn modulated_input(&self, streams: &Streams, call: &DiTCall) -> Result<Option<Tensor>> {
+        match self.blocks.first() {
+            Some(b) => Ok(Some(b.modulated_input(
+                &streams.hidden,
+                &call.t_proj,
+                &call.labels,
+            )?)),
+            None => Ok(None),
+        }
+    }
 }

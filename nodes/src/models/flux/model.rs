@@ -13,6 +13,16 @@ use crate::models::dit::block::{modulate, PlainLayerNorm};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+/// TeaCache's rescale polynomial for FLUX.1-dev, highest power first (TeaCache4FLUX,
+/// ALGORITHMS.md §3.3).
+pub const TEACACHE_COEFFICIENTS: [f64; 5] = [
+    4.98651651e+02,
+    -2.83781631e+02,
+    5.58554382e+01,
+    -3.82021401e+00,
+    2.64230861e-01,
+];
+
 /// FLUX.1's native size: 1024² pixels, a 128² latent.
 const NATIVE_LATENT: usize = 128;
 
@@ -304,6 +314,11 @@ impl BlockTransformer for Flux {
 
     fn embeds_guidance(&self) -> bool {
         self.time_text_embed.has_guidance()
+    }
+
+    /// TeaCache4FLUX's polynomial (fitted on FLUX.1-dev).
+    fn rescale_coefficients(&self) -> Option<&'static [f64]> {
+        Some(&TEACACHE_COEFFICIENTS)
     }
 
     /// Block 0's `norm1` output on the image stream (TeaCache4FLUX's indicator).
