@@ -298,6 +298,9 @@ fn no_diff_message(input: &StatsInput<'_>, no_steps_yet: bool) -> String {
         }
         // The first call of a run only sets the reference.
         Some(Strategy::FirstBlock) => "residual diff: none measured (only one call so far)".into(),
+        Some(Strategy::MagCache) => {
+            "accumulated error: none yet (the retention steps always compute)".into()
+        }
         Some(Strategy::TeaCache) => {
             "accumulated distance: none measured (the first and last calls always compute)".into()
         }

@@ -20,11 +20,15 @@ pub enum Strategy {
     /// TeaCache: the accumulated, rescaled change of block 0's modulated input skips the
     /// whole stack (cache/teacache.rs).
     TeaCache,
+    /// MagCache: per-step magnitude ratios, accumulated, skip the whole stack
+    /// (cache/magcache.rs).
+    MagCache,
 }
 
 impl Strategy {
-    pub const NAMES: &'static [&'static str] =
-        &["fixed", "dynamic", "adaptive", "fbcache", "teacache"];
+    pub const NAMES: &'static [&'static str] = &[
+        "fixed", "dynamic", "adaptive", "fbcache", "teacache", "magcache",
+    ];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
@@ -33,6 +37,7 @@ impl Strategy {
             "adaptive" => Some(Strategy::Adaptive),
             "fbcache" => Some(Strategy::FirstBlock),
             "teacache" => Some(Strategy::TeaCache),
+            "magcache" => Some(Strategy::MagCache),
             _ => None,
         }
     }
@@ -44,6 +49,7 @@ impl Strategy {
             Strategy::Adaptive => "adaptive",
             Strategy::FirstBlock => "fbcache",
             Strategy::TeaCache => "teacache",
+            Strategy::MagCache => "magcache",
         }
     }
 }
@@ -179,6 +185,31 @@ impl Default for DbCacheConfig {
 }
 
 /// Everything the step cache needs; carried from the config node to a Sampler.
+/// MagCache's settings besides its threshold (diffusers' `MagCacheConfig` names).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MagCacheParams {
+    /// At most this many skipped steps in a row.
+    pub max_skip_steps: usize,
+    /// This share of the first steps always computes (`floor(ratio·N + 0.5)` steps).
+    pub retention_ratio: f64,
+    /// Per-step magnitude ratios (resampled to the step count); `None` = the model's own.
+    pub mag_ratios: Option<Vec<f64>>,
+    /// Compute every step and record the ratios instead.
+    pub calibrate: bool,
+}
+
+impl Default for MagCacheParams {
+    /// diffusers' defaults.
+    fn default() -> Self {
+        MagCacheParams {
+            max_skip_steps: 3,
+            retention_ratio: 0.2,
+            mag_ratios: None,
+            calibrate: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepCacheConfig {
     pub strategy: Strategy,
@@ -192,6 +223,8 @@ pub struct StepCacheConfig {
     pub noise_scale: f64,
     /// Seed of that noise (mixed with step and branch), so runs are reproducible.
     pub noise_seed: u64,
+    /// MagCache's settings (used by `magcache` only).
+    pub magcache: MagCacheParams,
 }
 
 impl Default for StepCacheConfig {
@@ -204,6 +237,7 @@ impl Default for StepCacheConfig {
             taylorseer: None,
             noise_scale: 0.0,
             noise_seed: 0,
+            magcache: MagCacheParams::default(),
         }
     }
 }
@@ -244,6 +278,15 @@ impl StepCacheConfig {
             taylorseer: None,
             noise_scale: 0.0,
             noise_seed: 0,
+            magcache: MagCacheParams::default(),
+        }
+    }
+
+    /// MagCache at `threshold` with `params`.
+    pub fn mag_cache(threshold: f64, params: MagCacheParams) -> Self {
+        StepCacheConfig {
+            magcache: params,
+            ..StepCacheConfig::threshold_only(Strategy::MagCache, threshold)
         }
     }
 
@@ -271,6 +314,7 @@ impl StepCacheConfig {
             taylorseer: None,
             noise_scale: 0.001,
             noise_seed: 0,
+            magcache: MagCacheParams::default(),
         }
     }
 
@@ -369,9 +413,9 @@ impl StepCacheConfig {
             }
             return Ok(());
         }
-        if self.strategy == Strategy::TeaCache {
+        if matches!(self.strategy, Strategy::TeaCache | Strategy::MagCache) {
             return if num_blocks == 0 {
-                Err(invalid("strategy", "teacache needs a model with blocks"))
+                Err(invalid("strategy", "this method needs a model with blocks"))
             } else {
                 Ok(())
             };

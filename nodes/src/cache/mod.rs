@@ -5,6 +5,7 @@ pub mod config;
 pub mod fbcache;
 pub mod hook;
 pub mod indicator;
+pub mod magcache;
 pub mod noise;
 pub mod policy;
 pub mod record;
@@ -36,6 +37,10 @@ pub fn hook_for_run<M: crate::models::blocks::BlockTransformer + ?Sized>(
 ) -> Result<Box<dyn hook::TransformerHook<M>>, config::CacheConfigError> {
     Ok(match config.strategy {
         Strategy::FirstBlock => Box::new(fbcache::FirstBlockCache::for_run(config, lists)?),
+        Strategy::MagCache => {
+            config.check_blocks(crate::models::blocks::total_blocks(lists))?;
+            Box::new(magcache::MagCache::new(config)?)
+        }
         Strategy::TeaCache => {
             config.check_blocks(crate::models::blocks::total_blocks(lists))?;
             Box::new(teacache::TeaCache::new(config)?)

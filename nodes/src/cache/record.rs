@@ -58,6 +58,8 @@ pub enum Reason {
     DiffAbove,
     /// The residual diff was below the threshold.
     DiffBelow,
+    /// Calibration: every call computes and records its ratio (MagCache).
+    Calibrating,
 }
 
 impl Reason {
@@ -76,6 +78,7 @@ impl Reason {
             Reason::NoReference => "no reference yet",
             Reason::DiffAbove => "diff ≥ threshold",
             Reason::DiffBelow => "diff < threshold",
+            Reason::Calibrating => "calibrating",
         }
     }
 

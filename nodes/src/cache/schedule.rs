@@ -87,10 +87,12 @@ pub fn rules_for_run(config: &StepCacheConfig, steps: usize) -> Result<Rules, Ca
             Rules::DbCache(DbRules::new(db, mask))
         }
         // Measured on every call after the first, with nothing else in the way.
-        Strategy::FirstBlock | Strategy::TeaCache => Rules::DbCache(DbRules::new(
-            &super::fbcache::as_db_rules(config.db.residual_diff_threshold),
-            None,
-        )),
+        Strategy::FirstBlock | Strategy::TeaCache | Strategy::MagCache => {
+            Rules::DbCache(DbRules::new(
+                &super::fbcache::as_db_rules(config.db.residual_diff_threshold),
+                None,
+            ))
+        }
     })
 }
 

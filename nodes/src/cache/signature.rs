@@ -51,6 +51,17 @@ impl StepCacheConfig {
             Strategy::TeaCache => {
                 return format!("TeaCache_R{}", py_float(db.residual_diff_threshold))
             }
+            // diffusers' field order: threshold, max_skip_steps, retention_ratio.
+            Strategy::MagCache => {
+                let m = &self.magcache;
+                return format!(
+                    "MagCache_R{}K{}RR{}{}",
+                    py_float(db.residual_diff_threshold),
+                    m.max_skip_steps,
+                    py_float(m.retention_ratio),
+                    if m.calibrate { "_calibrate" } else { "" }
+                );
+            }
         };
         if self.strategy == Strategy::Adaptive {
             if let Some(acc) = db.max_accumulated_residual_diff_threshold {

@@ -2,6 +2,7 @@
 //! artist fields of the ComfyUI plugin (strategy, skip_interval, warmup, noise_scale) made
 //! real, plus every cache-dit knob as an advanced (collapsed) field.
 
+use crate::cache::config::MagCacheParams;
 use crate::cache::scm::{parse_mask, ScmPreset};
 use crate::cache::{
     MaskPolicy, MaskSource, StepCacheConfig, StepsMask, Strategy, TaylorIndexing, TaylorSeerConfig,
@@ -29,6 +30,25 @@ fn choice<T>(params: &Params, name: &str, parse: fn(&str) -> Option<T>) -> Resul
 fn count(params: &Params, name: &str) -> Result<usize, NodeError> {
     let v = params.int(name)?;
     usize::try_from(v).map_err(|_| NodeError::Param(name.into(), format!("{v} is below 0")))
+}
+
+/// `mag_ratios` as numbers; the error names the param and the item.
+fn parse_ratios(text: &str) -> Result<Vec<f64>, NodeError> {
+    text.split(',')
+        .map(|item| {
+            let item = item
+                .trim()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim();
+            item.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    NodeError::Param("mag_ratios".into(), format!("{item:?} is not a number"))
+                })
+        })
+        .collect()
 }
 
 /// The config a node with these (resolved) params describes, checked.
@@ -74,6 +94,20 @@ pub fn config_from_params(params: &Params) -> Result<StepCacheConfig, NodeError>
     match c.strategy {
         Strategy::FirstBlock => c = StepCacheConfig::first_block(c.db.residual_diff_threshold),
         Strategy::TeaCache => c = StepCacheConfig::tea_cache(c.db.residual_diff_threshold),
+        Strategy::MagCache => {
+            let ratios = params.text("mag_ratios")?.trim();
+            let params = MagCacheParams {
+                max_skip_steps: count(params, "max_skip_steps")?,
+                retention_ratio: params.float("retention_ratio")?,
+                mag_ratios: if ratios.is_empty() {
+                    None
+                } else {
+                    Some(parse_ratios(ratios)?)
+                },
+                calibrate: params.boolean("calibrate")?,
+            };
+            c = StepCacheConfig::mag_cache(c.db.residual_diff_threshold, params);
+        }
         _ => {}
     }
     c.validate()?;
@@ -171,7 +205,38 @@ impl NodeKind for CacheDitConfig {
                      reuse while the accumulated rescaled distance stays below this",
                 )
                 .advanced()
-                .when("strategy", &["adaptive", "fbcache", "teacache"]),
+                .when("strategy", &["adaptive", "fbcache", "teacache", "magcache"]),
+                ParamSpec::int(
+                    "max_skip_steps",
+                    3,
+                    0,
+                    1000,
+                    "magcache: at most this many skipped steps in a row",
+                )
+                .when("strategy", &["magcache"]),
+                ParamSpec::float(
+                    "retention_ratio",
+                    0.2,
+                    0.0,
+                    1.0,
+                    "magcache: this share of the first steps always computes",
+                )
+                .when("strategy", &["magcache"]),
+                ParamSpec::text(
+                    "mag_ratios",
+                    "",
+                    "magcache: the per-step magnitude ratios, comma-separated (resampled to the \
+                     step count); empty = the model's own (FLUX.1 has diffusers'); `calibrate` \
+                     records them for a model",
+                )
+                .when("strategy", &["magcache"]),
+                ParamSpec::boolean(
+                    "calibrate",
+                    false,
+                    "magcache: compute every step and record its ratio (the timeline's diff) \
+                     to paste into mag_ratios",
+                )
+                .when("strategy", &["magcache"]),
                 ParamSpec::int(
                     "warmup_interval",
                     db.warmup_interval as i64,

@@ -210,6 +210,12 @@ pub trait BlockTransformer {
         None
     }
 
+    /// MagCache's calibrated magnitude ratios for this family (one per step of its reference
+    /// run, resampled to the step count), when published; `None` = calibrate first.
+    fn mag_ratios(&self) -> Option<&'static [f64]> {
+        None
+    }
+
     /// The timestep-modulated input of the first block, for indicators that read it
     /// (TeaCache); `None` when the family does not expose it.
     fn modulated_input(&self, _streams: &Streams, _call: &Self::Call) -> Result<Option<Tensor>> {

@@ -139,6 +139,13 @@ impl BlockTransformer for AnyModel {
         }
     }
 
+    fn mag_ratios(&self) -> Option<&'static [f64]> {
+        match self {
+            AnyModel::Dit(m) => m.mag_ratios(),
+            AnyModel::Flux(m) => m.mag_ratios(),
+        }
+    }
+
     fn embeds_guidance(&self) -> bool {
         match self {
             AnyModel::Dit(m) => m.embeds_guidance(),

@@ -23,6 +23,13 @@ pub const TEACACHE_COEFFICIENTS: [f64; 5] = [
     2.64230861e-01,
 ];
 
+/// MagCache's magnitude ratios for FLUX.1 over 28 steps (diffusers `FLUX_MAG_RATIOS`).
+pub const MAG_RATIOS: [f64; 28] = [
+    1.0, 1.21094, 1.11719, 1.07812, 1.0625, 1.03906, 1.03125, 1.03906, 1.02344, 1.03125, 1.02344,
+    0.98047, 1.01562, 1.00781, 1.0, 1.00781, 1.0, 1.00781, 1.0, 1.0, 0.99609, 0.99609, 0.98047,
+    0.98828, 0.96484, 0.95703, 0.93359, 0.89062,
+];
+
 /// FLUX.1's native size: 1024² pixels, a 128² latent.
 const NATIVE_LATENT: usize = 128;
 
@@ -314,6 +321,11 @@ impl BlockTransformer for Flux {
 
     fn embeds_guidance(&self) -> bool {
         self.time_text_embed.has_guidance()
+    }
+
+    /// MagCache's ratios for FLUX.1 (28 steps), as diffusers ships them.
+    fn mag_ratios(&self) -> Option<&'static [f64]> {
+        Some(&MAG_RATIOS)
     }
 
     /// TeaCache4FLUX's polynomial (fitted on FLUX.1-dev).
