@@ -388,7 +388,12 @@ mod tests {
                 "skip_interval",
                 "warmup",
                 "noise_scale",
-                "taylorseer"
+                "taylorseer",
+                // Shown only under magcache, whose own settings they are.
+                "max_skip_steps",
+                "retention_ratio",
+                "mag_ratios",
+                "calibrate"
             ]
         );
         assert_eq!(spec.outputs[0].ty, PortType::CacheConfig);
