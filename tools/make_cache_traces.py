@@ -96,7 +96,7 @@ BASE_CACHE = dict(
 
 
 @torch.no_grad()
-def build_trace_model() -> DiTTransformer2DModel:
+def build_trace_model(config: dict | None = None, seed: int = TRACE_WEIGHT_SEED) -> DiTTransformer2DModel:
     """A seeded DiT whose output is close to a denoiser's.
 
     A plain random DiT moves its first block's residual by ~100 % between any two steps: the
@@ -110,8 +110,9 @@ def build_trace_model() -> DiTTransformer2DModel:
       the prediction is the (normalised) input plus what the blocks add, as a denoiser's
       noise prediction is close to its noisy input early in sampling.
     """
-    torch.manual_seed(TRACE_WEIGHT_SEED)
-    model = DiTTransformer2DModel(**TRACE_CONFIG)
+    config = TRACE_CONFIG if config is None else config
+    torch.manual_seed(seed)
+    model = DiTTransformer2DModel(**config)
     for p in model.parameters():
         p.add_(0.02 * torch.randn_like(p))
     half = 128  # diffusers' DiT timestep projection has 256 channels: cos then sin
@@ -127,7 +128,7 @@ def build_trace_model() -> DiTTransformer2DModel:
     embed = conv.reshape(d, c * p * p)  # hidden = embed @ patch (C, p, p order)
     inverse = torch.linalg.pinv(embed)  # [C*p*p, D]
     out = model.proj_out_2.weight  # [p*p*out_ch, D], rows in (p, q, c) order
-    out_ch = TRACE_CONFIG["out_channels"]
+    out_ch = config["out_channels"]
     skip = torch.zeros_like(out)
     for ci in range(c):
         for pi in range(p):

@@ -70,6 +70,10 @@ enum Command {
     /// Benchmarks the step cache: speed (measured vs. ideal) and quality (PSNR, SSIM) of the
     /// reference configs against uncached runs at 25 and 50 steps.
     BenchCache(cli::bench_cache::BenchCacheArgs),
+    /// Holds a model loaded and times forwards and sampling runs asked for on stdin (JSON
+    /// lines), for a driver that interleaves them with another engine's
+    /// (tools/bench_vs_torch.py).
+    BenchServe(cli::bench_serve::BenchServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
         Some(Command::TrainClassifier(args)) => cli::eval::train_classifier_cmd(&args),
         Some(Command::Eval(args)) => cli::eval::eval_cmd(&args),
         Some(Command::BenchCache(bench)) => cli::bench_cache::run(&bench),
+        Some(Command::BenchServe(args)) => cli::bench_serve::run(&args),
         Some(Command::Edit { workflow, run }) => cachedit::gui::run_editor(workflow, run),
         None => cachedit::gui::run_editor(None, false),
     };

@@ -734,6 +734,9 @@ fn fake_stats(steps: usize) -> SamplerStats {
                     blocks_run: if reused { 2 } else { 8 },
                     blocks_total: 8,
                     ms: 1.0,
+                    work: None,
+                    attention_reused: 0,
+                    pattern: None,
                 }
             })
         })
@@ -1187,6 +1190,9 @@ mod measured_speedup {
                 blocks_run: 8,
                 blocks_total: 8,
                 ms: 1.0,
+                work: None,
+                attention_reused: 0,
+                pattern: None,
             }],
             preview: None,
         }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod exec;
 pub mod graph;
 pub mod image;
+pub use cachedit_kernels as kernels;
 pub mod kinds;
 pub mod memory;
 pub mod metrics;

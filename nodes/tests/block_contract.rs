@@ -58,6 +58,7 @@ fn info(step: usize) -> CallInfo {
         timestep: 500.0,
         batched_cfg: false,
         branch: CfgBranch::Batched,
+        shares: Default::default(),
     }
 }
 

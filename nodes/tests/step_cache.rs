@@ -181,6 +181,7 @@ fn drive(
                 timestep: t.to_vec1::<f32>().expect("t")[0] as f64,
                 batched_cfg: false,
                 branch,
+                shares: Default::default(),
             };
             let y = hook
                 .call(dit, &info, x, &t, &Conditioning::Class(labels))

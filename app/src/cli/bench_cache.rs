@@ -226,6 +226,7 @@ fn call_costs(dit: &DiT, device: &Device, front: usize, rounds: usize) -> Result
         timestep: 500.0,
         batched_cfg: true,
         branch: CfgBranch::Batched,
+        shares: Default::default(),
     };
     let mut base = StepCacheConfig::studio_default();
     base.db.fn_compute_blocks = front;

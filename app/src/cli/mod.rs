@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_cache;
+pub mod bench_serve;
 pub mod eval;
 pub mod run;
 pub mod stats;

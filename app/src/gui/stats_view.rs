@@ -311,6 +311,20 @@ fn no_diff_message(input: &StatsInput<'_>, no_steps_yet: bool) -> String {
         Some(Strategy::Adaptive) => {
             "residual diff: none measured (every call was warmup or forced to compute)".into()
         }
+        Some(s @ (Strategy::Pab | Strategy::FasterCache)) => format!(
+            "residual diff: not measured ({} reuses attention by call count inside its timestep \
+             window)",
+            s.name()
+        ),
+        Some(Strategy::DbPrune) => {
+            "block diffs: none measured yet (warmup, or no block stored)".into()
+        }
+        Some(Strategy::EasyCache) => {
+            "predicted change: none yet (outside the window, or the first two calls in it)".into()
+        }
+        Some(Strategy::FastCache) => "block change: none measured (the first call runs every \
+                                      block)"
+            .into(),
     }
 }
 

@@ -23,11 +23,36 @@ pub enum Strategy {
     /// MagCache: per-step magnitude ratios, accumulated, skip the whole stack
     /// (cache/magcache.rs).
     MagCache,
+    /// Pyramid Attention Broadcast: attention outputs served from the last computed call
+    /// inside a timestep window (cache/pab.rs).
+    Pab,
+    /// FasterCache: the unconditional half rebuilt in the frequency domain and attention
+    /// extrapolated from its last two outputs (cache/fastercache.rs).
+    FasterCache,
+    /// cache-dit's DBPrune: every middle block pruned on its own input diff
+    /// (cache/dbprune.rs).
+    DbPrune,
+    /// ComfyUI's EasyCache: the whole model skipped while its predicted output change stays
+    /// small (cache/easycache.rs).
+    EasyCache,
+    /// FastCache: static tokens bypass the stack, blocks whose input barely moved are
+    /// approximated by a linear map (cache/fastcache.rs).
+    FastCache,
 }
 
 impl Strategy {
     pub const NAMES: &'static [&'static str] = &[
-        "fixed", "dynamic", "adaptive", "fbcache", "teacache", "magcache",
+        "fixed",
+        "dynamic",
+        "adaptive",
+        "fbcache",
+        "teacache",
+        "magcache",
+        "pab",
+        "fastercache",
+        "dbprune",
+        "easycache",
+        "fastcache",
     ];
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -38,6 +63,11 @@ impl Strategy {
             "fbcache" => Some(Strategy::FirstBlock),
             "teacache" => Some(Strategy::TeaCache),
             "magcache" => Some(Strategy::MagCache),
+            "pab" => Some(Strategy::Pab),
+            "fastercache" => Some(Strategy::FasterCache),
+            "dbprune" => Some(Strategy::DbPrune),
+            "easycache" => Some(Strategy::EasyCache),
+            "fastcache" => Some(Strategy::FastCache),
             _ => None,
         }
     }
@@ -50,6 +80,11 @@ impl Strategy {
             Strategy::FirstBlock => "fbcache",
             Strategy::TeaCache => "teacache",
             Strategy::MagCache => "magcache",
+            Strategy::Pab => "pab",
+            Strategy::FasterCache => "fastercache",
+            Strategy::DbPrune => "dbprune",
+            Strategy::EasyCache => "easycache",
+            Strategy::FastCache => "fastcache",
         }
     }
 }
@@ -225,20 +260,22 @@ pub struct StepCacheConfig {
     pub noise_seed: u64,
     /// MagCache's settings (used by `magcache` only).
     pub magcache: MagCacheParams,
+    /// Pyramid Attention Broadcast's (`pab`).
+    pub pab: super::pab::PabParams,
+    /// FasterCache's (`fastercache`).
+    pub fastercache: super::fastercache::FasterCacheParams,
+    /// DBPrune's own (`dbprune`; the rest are DBCache's).
+    pub dbprune: super::dbprune::DbPruneParams,
+    /// EasyCache's (`easycache`).
+    pub easycache: super::easycache::EasyCacheParams,
+    /// FastCache's (`fastcache`).
+    pub fastcache: super::fastcache::FastCacheParams,
 }
 
 impl Default for StepCacheConfig {
     /// DBCache with cache-dit's code defaults.
     fn default() -> Self {
-        StepCacheConfig {
-            strategy: Strategy::Adaptive,
-            db: DbCacheConfig::default(),
-            skip_interval: 2,
-            taylorseer: None,
-            noise_scale: 0.0,
-            noise_seed: 0,
-            magcache: MagCacheParams::default(),
-        }
+        StepCacheConfig::method_defaults()
     }
 }
 
@@ -258,6 +295,25 @@ pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> CacheC
 }
 
 impl StepCacheConfig {
+    /// DBCache's code defaults with every method's own defaults (the base the constructors
+    /// below fill in).
+    fn method_defaults() -> Self {
+        StepCacheConfig {
+            strategy: Strategy::Adaptive,
+            db: DbCacheConfig::default(),
+            skip_interval: 2,
+            taylorseer: None,
+            noise_scale: 0.0,
+            noise_seed: 0,
+            magcache: MagCacheParams::default(),
+            pab: Default::default(),
+            fastercache: Default::default(),
+            dbprune: Default::default(),
+            easycache: Default::default(),
+            fastcache: Default::default(),
+        }
+    }
+
     /// diffusers' First Block Cache at `threshold`: F1B0, no warmup, no limits, no
     /// calibrator, no noise (cache/fbcache.rs).
     pub fn first_block(threshold: f64) -> Self {
@@ -278,8 +334,14 @@ impl StepCacheConfig {
             taylorseer: None,
             noise_scale: 0.0,
             noise_seed: 0,
-            magcache: MagCacheParams::default(),
+            ..StepCacheConfig::method_defaults()
         }
+    }
+
+    /// A method without a residual-diff threshold (its own params decide): no warmup, no
+    /// limits, no calibrator or noise.
+    pub fn threshold_free(strategy: Strategy) -> Self {
+        StepCacheConfig::threshold_only(strategy, 0.0)
     }
 
     /// MagCache at `threshold` with `params`.
@@ -314,7 +376,7 @@ impl StepCacheConfig {
             taylorseer: None,
             noise_scale: 0.001,
             noise_seed: 0,
-            magcache: MagCacheParams::default(),
+            ..StepCacheConfig::method_defaults()
         }
     }
 
@@ -413,7 +475,15 @@ impl StepCacheConfig {
             }
             return Ok(());
         }
-        if matches!(self.strategy, Strategy::TeaCache | Strategy::MagCache) {
+        if matches!(
+            self.strategy,
+            Strategy::TeaCache
+                | Strategy::MagCache
+                | Strategy::Pab
+                | Strategy::FasterCache
+                | Strategy::EasyCache
+                | Strategy::FastCache
+        ) {
             return if num_blocks == 0 {
                 Err(invalid("strategy", "this method needs a model with blocks"))
             } else {

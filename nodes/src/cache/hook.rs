@@ -3,6 +3,7 @@
 
 use super::{CallRecord, CfgBranch};
 use crate::models::blocks::{self, BlockTransformer, Conditioning};
+use crate::schedulers::ShareMap;
 use candle_core::{Result, Tensor};
 use std::time::Instant;
 
@@ -16,6 +17,8 @@ pub struct CallInfo {
     pub batched_cfg: bool,
     /// The guidance branch this call serves (separate CFG makes two calls per step).
     pub branch: CfgBranch,
+    /// Where shares of the run lie on the timestep scale (windows given in percent).
+    pub shares: ShareMap,
 }
 
 /// Runs (or skips parts of) the transformer for one call.

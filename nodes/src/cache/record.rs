@@ -60,6 +60,8 @@ pub enum Reason {
     DiffBelow,
     /// Calibration: every call computes and records its ratio (MagCache).
     Calibrating,
+    /// Outside the method's timestep window: it computes there (PAB, EasyCache).
+    OutsideWindow,
 }
 
 impl Reason {
@@ -79,6 +81,7 @@ impl Reason {
             Reason::DiffAbove => "diff ≥ threshold",
             Reason::DiffBelow => "diff < threshold",
             Reason::Calibrating => "calibrating",
+            Reason::OutsideWindow => "outside the window",
         }
     }
 
@@ -111,6 +114,31 @@ pub struct CallRecord {
     pub blocks_total: usize,
     /// Wall time of the call (device-synchronised), in ms.
     pub ms: f64,
+    /// The call's work in block-equivalents where it is not `blocks_run`: attention served
+    /// from a cache (less each reused module's share of its block) or half a CFG batch
+    /// (FasterCache). The ideal speedup counts this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<f64>,
+    /// Attention modules served from a cache on this call (PAB, FasterCache).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attention_reused: usize,
+    /// Block-level methods (DBPrune): one letter per block in run order, what happened to it:
+    /// `F` never prunable, `W` warmup, `S` mask says compute, `M` max cached steps, `K` max
+    /// continuous, `B` nothing stored yet, `T` threshold off, `C` measured and computed, `P`
+    /// measured and pruned, `s` pruned by a static mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl CallRecord {
+    /// The call's work in block-equivalents (`blocks_run` unless `work` says otherwise).
+    pub fn block_work(&self) -> f64 {
+        self.work.unwrap_or(self.blocks_run as f64)
+    }
 }
 
 impl CallRecord {
@@ -126,6 +154,9 @@ impl CallRecord {
             blocks_run: blocks,
             blocks_total: blocks,
             ms,
+            work: None,
+            attention_reused: 0,
+            pattern: None,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Step schedules: the fixed and dynamic counter strategies as per-step plans, the rules of a
 //! run, and the schedule preview the editor draws before a run.
 
-use super::config::{CacheConfigError, MaskSource, StepCacheConfig, Strategy};
+use super::config::{
+    CacheConfigError, DbCacheConfig, MaskPolicy, MaskSource, StepCacheConfig, Strategy,
+};
 use super::indicator::sentinel;
 use super::policy::{BranchPolicy, DbRules, Plan, Rules};
 use super::record::{Decision, Reason};
@@ -59,6 +61,24 @@ pub fn dynamic_plan(steps: usize, warmup: usize, k: usize, max_run: usize) -> Ve
         .collect()
 }
 
+/// The steps-computation mask of a run of `steps` steps (built for that step count), with its
+/// policy; `None` without SCM.
+pub fn rules_mask(
+    db: &DbCacheConfig,
+    steps: usize,
+) -> Result<Option<(Vec<bool>, MaskPolicy)>, CacheConfigError> {
+    Ok(match &db.steps_mask {
+        None => None,
+        Some(m) => {
+            let bits = match &m.source {
+                MaskSource::Preset(p) => steps_mask(*p, steps)?,
+                MaskSource::Custom(bits) => bits.clone(),
+            };
+            Some((bits, m.policy))
+        }
+    })
+}
+
 /// The rules of a run of `steps` steps (builds the SCM mask for that step count).
 pub fn rules_for_run(config: &StepCacheConfig, steps: usize) -> Result<Rules, CacheConfigError> {
     config.validate()?;
@@ -73,26 +93,20 @@ pub fn rules_for_run(config: &StepCacheConfig, steps: usize) -> Result<Rules, Ca
             config.skip_interval,
             usize::try_from(db.max_continuous_cached_steps).unwrap_or(0),
         )),
-        Strategy::Adaptive => {
-            let mask = match &db.steps_mask {
-                None => None,
-                Some(m) => {
-                    let bits = match &m.source {
-                        MaskSource::Preset(p) => steps_mask(*p, steps)?,
-                        MaskSource::Custom(bits) => bits.clone(),
-                    };
-                    Some((bits, m.policy))
-                }
-            };
-            Rules::DbCache(DbRules::new(db, mask))
+        Strategy::Adaptive | Strategy::DbPrune => {
+            Rules::DbCache(DbRules::new(db, rules_mask(db, steps)?))
         }
-        // Measured on every call after the first, with nothing else in the way.
-        Strategy::FirstBlock | Strategy::TeaCache | Strategy::MagCache => {
-            Rules::DbCache(DbRules::new(
-                &super::fbcache::as_db_rules(config.db.residual_diff_threshold),
-                None,
-            ))
-        }
+        // Measured (or scheduled by timestep) on every call after the first.
+        Strategy::FirstBlock
+        | Strategy::TeaCache
+        | Strategy::MagCache
+        | Strategy::Pab
+        | Strategy::FasterCache
+        | Strategy::EasyCache
+        | Strategy::FastCache => Rules::DbCache(DbRules::new(
+            &super::fbcache::as_db_rules(config.db.residual_diff_threshold),
+            None,
+        )),
     })
 }
 

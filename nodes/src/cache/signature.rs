@@ -62,6 +62,83 @@ impl StepCacheConfig {
                     if m.calibrate { "_calibrate" } else { "" }
                 );
             }
+            // cache-dit's DBPruneConfig.strify (no SCM, noise or TaylorSeer parts).
+            Strategy::DbPrune => {
+                let mut s = format!(
+                    "DBPrune_{blocks}_W{}I{}M{}MC{}_R{}",
+                    db.max_warmup_steps,
+                    db.warmup_interval,
+                    db.max_cached_steps.max(0),
+                    db.max_continuous_cached_steps.max(0),
+                    py_float(db.residual_diff_threshold)
+                );
+                let p = &self.dbprune;
+                if p.enable_dynamic_prune_threshold {
+                    s.push_str(&format!(
+                        "_D{}",
+                        py_float(p.dynamic_prune_threshold_relax_ratio)
+                    ));
+                }
+                if !p.non_prune_block_ids.is_empty() {
+                    let ids: Vec<String> = p
+                        .non_prune_block_ids
+                        .iter()
+                        .map(|i| i.to_string())
+                        .collect();
+                    s.push_str(&format!("_NP{}", ids.join("-")));
+                }
+                if let Some(mask) = &db.steps_mask {
+                    let source = match &mask.source {
+                        MaskSource::Preset(p) => p.name().to_string(),
+                        MaskSource::Custom(bits) => format!("custom{}", mask_string(bits)),
+                    };
+                    s.push_str(&format!("_SCM-{source}-{}", mask.policy.name()));
+                }
+                return s;
+            }
+            Strategy::Pab => {
+                let p = &self.pab;
+                return format!(
+                    "PAB_N{}_T{}-{}",
+                    p.block_skip_range,
+                    py_float(p.timestep_skip_range.0),
+                    py_float(p.timestep_skip_range.1)
+                );
+            }
+            Strategy::FasterCache => {
+                let p = &self.fastercache;
+                return format!(
+                    "FasterCache_A{}U{}_W{}_L{}H{}",
+                    p.spatial_attention_block_skip_range,
+                    p.unconditional_batch_skip_range,
+                    py_float(p.attention_weight),
+                    py_float(p.alpha_low_frequency),
+                    py_float(p.alpha_high_frequency)
+                );
+            }
+            Strategy::EasyCache => {
+                let p = &self.easycache;
+                return format!(
+                    "EasyCache_R{}_S{}E{}{}",
+                    py_float(p.reuse_threshold),
+                    py_float(p.start_percent),
+                    py_float(p.end_percent),
+                    if p.subsample_factor == 8 {
+                        String::new()
+                    } else {
+                        format!("_X{}", p.subsample_factor)
+                    }
+                );
+            }
+            Strategy::FastCache => {
+                let p = &self.fastcache;
+                return format!(
+                    "FastCache_R{}_M{}_{}",
+                    py_float(p.cache_ratio_threshold),
+                    py_float(p.motion_threshold),
+                    p.linear_map.name()
+                );
+            }
         };
         if self.strategy == Strategy::Adaptive {
             if let Some(acc) = db.max_accumulated_residual_diff_threshold {

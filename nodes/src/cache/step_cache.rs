@@ -353,6 +353,9 @@ impl<M: BlockTransformer + ?Sized> TransformerHook<M> for StepCache {
             blocks_run,
             blocks_total: plan.order.len(),
             ms: started.elapsed().as_secs_f64() * 1e3,
+            work: None,
+            attention_reused: 0,
+            pattern: None,
         });
         Ok(out)
     }

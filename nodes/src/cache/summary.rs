@@ -69,7 +69,10 @@ pub struct CacheSummary {
     pub reasons: BTreeMap<&'static str, usize>,
     pub block_evaluations: usize,
     pub block_evaluations_uncached: usize,
-    /// Block evaluations uncached ÷ run: the speedup if only blocks cost time.
+    /// The work done in block-equivalents: `block_evaluations`, less what attention-level
+    /// reuse and half CFG batches saved inside the blocks that ran.
+    pub block_work: f64,
+    /// Block evaluations uncached ÷ the work done: the speedup if only blocks cost time.
     pub ideal_speedup: f64,
     /// The most bytes of residuals and calibrator state the cache held at once.
     pub cache_bytes: usize,
@@ -114,6 +117,7 @@ impl CacheSummary {
             .count();
         let run: usize = records.iter().map(|r| r.blocks_run).sum();
         let uncached: usize = records.iter().map(|r| r.blocks_total).sum();
+        let work: f64 = records.iter().map(CallRecord::block_work).sum();
         CacheSummary {
             signature: signature.to_string(),
             calls: records.len(),
@@ -124,10 +128,11 @@ impl CacheSummary {
             reasons,
             block_evaluations: run,
             block_evaluations_uncached: uncached,
-            ideal_speedup: if run == 0 {
+            block_work: work,
+            ideal_speedup: if work <= 0.0 {
                 1.0
             } else {
-                uncached as f64 / run as f64
+                uncached as f64 / work
             },
             cache_bytes,
         }
@@ -175,6 +180,9 @@ mod tests {
             blocks_run: if reused { 2 } else { 6 },
             blocks_total: 6,
             ms: 1.0,
+            work: None,
+            attention_reused: 0,
+            pattern: None,
         }
     }
 

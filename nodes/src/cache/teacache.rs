@@ -157,6 +157,9 @@ impl<M: BlockTransformer + ?Sized> TransformerHook<M> for TeaCache {
             blocks_run,
             blocks_total: order.len(),
             ms: started.elapsed().as_secs_f64() * 1e3,
+            work: None,
+            attention_reused: 0,
+            pattern: None,
         });
         Ok(out)
     }

@@ -105,6 +105,8 @@ pub struct CellResult {
     pub reused_calls: usize,
     pub block_evaluations: usize,
     pub block_evaluations_uncached: usize,
+    /// The work done in block-equivalents (see [`CacheSummary::block_work`]).
+    pub block_work: f64,
     /// Every later round gave the first round's image bit for bit.
     pub repeatable: bool,
     /// The share of samples a classifier puts in the same class as the reference image of the
@@ -122,6 +124,7 @@ impl CellResult {
             reused_calls: 0,
             block_evaluations: 0,
             block_evaluations_uncached: 0,
+            block_work: 0.0,
             repeatable: true,
             class_kept: None,
         }
@@ -131,9 +134,13 @@ impl CellResult {
         self.reused_calls as f64 / self.calls.max(1) as f64
     }
 
-    /// Block evaluations uncached ÷ made: the speedup if only blocks cost time.
+    /// Block evaluations uncached ÷ the work done: the speedup if only blocks cost time.
     pub fn ideal_speedup(&self) -> f64 {
-        self.block_evaluations_uncached as f64 / self.block_evaluations.max(1) as f64
+        if self.block_work <= 0.0 {
+            1.0
+        } else {
+            self.block_evaluations_uncached as f64 / self.block_work
+        }
     }
 
     pub fn wall_ms(&self) -> Option<Spread> {
@@ -378,6 +385,7 @@ pub fn run_comparison(
                         target.reused_calls += summary.reused_calls;
                         target.block_evaluations += summary.block_evaluations;
                         target.block_evaluations_uncached += summary.block_evaluations_uncached;
+                        target.block_work += summary.block_work;
                         let image = images_of(vae, &result.sample)
                             .map_err(|e| SamplingError::Invalid {
                                 field: "image",

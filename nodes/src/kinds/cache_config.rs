@@ -3,6 +3,11 @@
 //! real, plus every cache-dit knob as an advanced (collapsed) field.
 
 use crate::cache::config::MagCacheParams;
+use crate::cache::dbprune::DbPruneParams;
+use crate::cache::easycache::EasyCacheParams;
+use crate::cache::fastcache::{FastCacheParams, LinearMap};
+use crate::cache::fastercache::FasterCacheParams;
+use crate::cache::pab::PabParams;
 use crate::cache::scm::{parse_mask, ScmPreset};
 use crate::cache::{
     MaskPolicy, MaskSource, StepCacheConfig, StepsMask, Strategy, TaylorIndexing, TaylorSeerConfig,
@@ -18,6 +23,11 @@ pub struct CacheDitConfig;
 
 /// The strategies of the step cache (fbcache has only its threshold).
 const NOT_FBCACHE: &[&str] = &["fixed", "dynamic", "adaptive"];
+/// cache-dit's methods: DBCache (adaptive) and DBPrune share the block partition, the limits
+/// and SCM.
+const CACHE_DIT: &[&str] = &["adaptive", "dbprune"];
+/// The methods whose blocks split into always-run front and back blocks.
+const PARTITIONED: &[&str] = &["fixed", "dynamic", "adaptive", "dbprune"];
 const SCM_POLICIES: &[&str] = &["none", "slow", "medium", "fast", "ultra", "custom"];
 /// Every SCM policy but `none`: where the mask settings apply.
 const SCM_PRESET_OR_CUSTOM: &[&str] = &["slow", "medium", "fast", "ultra", "custom"];
@@ -47,6 +57,46 @@ fn parse_ratios(text: &str) -> Result<Vec<f64>, NodeError> {
                 .ok_or_else(|| {
                     NodeError::Param("mag_ratios".into(), format!("{item:?} is not a number"))
                 })
+        })
+        .collect()
+}
+
+/// A `low, high` timestep window; `None` when the text is empty (the method's default).
+fn window(params: &Params, name: &str) -> Result<Option<(f64, f64)>, NodeError> {
+    let text = params.text(name)?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        NodeError::Param(
+            name.into(),
+            format!("{text:?} is not a window `low, high` (two numbers, low below high)"),
+        )
+    };
+    let values: Vec<f64> = text
+        .trim_start_matches(['(', '['])
+        .trim_end_matches([')', ']'])
+        .split(',')
+        .map(|v| v.trim().parse::<f64>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match values.as_slice() {
+        [lo, hi] if lo.is_finite() && hi.is_finite() && lo < hi => Ok(Some((*lo, *hi))),
+        _ => Err(bad()),
+    }
+}
+
+/// Comma-separated block indices (`non_prune_block_ids`).
+fn block_ids(text: &str) -> Result<Vec<usize>, NodeError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<usize>().map_err(|_| {
+                NodeError::Param(
+                    "non_prune_block_ids".into(),
+                    format!("{t:?} is not a block index (0 or more)"),
+                )
+            })
         })
         .collect()
 }
@@ -108,6 +158,89 @@ pub fn config_from_params(params: &Params) -> Result<StepCacheConfig, NodeError>
             };
             c = StepCacheConfig::mag_cache(c.db.residual_diff_threshold, params);
         }
+        Strategy::Pab => {
+            let mut pab = PabParams {
+                block_skip_range: count(params, "spatial_attention_block_skip_range")?,
+                ..PabParams::default()
+            };
+            if let Some(w) = window(params, "spatial_attention_timestep_skip_range")? {
+                pab.timestep_skip_range = w;
+            }
+            c = StepCacheConfig {
+                pab,
+                ..StepCacheConfig::threshold_free(Strategy::Pab)
+            };
+        }
+        Strategy::FasterCache => {
+            let d = FasterCacheParams::default();
+            let or = |name: &str, default: (f64, f64)| -> Result<(f64, f64), NodeError> {
+                Ok(window(params, name)?.unwrap_or(default))
+            };
+            let fc = FasterCacheParams {
+                spatial_attention_block_skip_range: count(
+                    params,
+                    "spatial_attention_block_skip_range",
+                )?,
+                spatial_attention_timestep_skip_range: or(
+                    "spatial_attention_timestep_skip_range",
+                    d.spatial_attention_timestep_skip_range,
+                )?,
+                low_frequency_weight_update_timestep_range: or(
+                    "low_frequency_weight_update_timestep_range",
+                    d.low_frequency_weight_update_timestep_range,
+                )?,
+                high_frequency_weight_update_timestep_range: or(
+                    "high_frequency_weight_update_timestep_range",
+                    d.high_frequency_weight_update_timestep_range,
+                )?,
+                alpha_low_frequency: params.float("alpha_low_frequency")?,
+                alpha_high_frequency: params.float("alpha_high_frequency")?,
+                unconditional_batch_skip_range: count(params, "unconditional_batch_skip_range")?,
+                unconditional_batch_timestep_skip_range: or(
+                    "unconditional_batch_timestep_skip_range",
+                    d.unconditional_batch_timestep_skip_range,
+                )?,
+                attention_weight: params.float("attention_weight")?,
+            };
+            c = StepCacheConfig {
+                fastercache: fc,
+                ..StepCacheConfig::threshold_free(Strategy::FasterCache)
+            };
+        }
+        Strategy::DbPrune => {
+            let max = params.float("max_dynamic_prune_threshold")?;
+            c.dbprune = DbPruneParams {
+                non_prune_block_ids: block_ids(params.text("non_prune_block_ids")?)?,
+                enable_dynamic_prune_threshold: params.boolean("enable_dynamic_prune_threshold")?,
+                max_dynamic_prune_threshold: (max > 0.0).then_some(max),
+                dynamic_prune_threshold_relax_ratio: params
+                    .float("dynamic_prune_threshold_relax_ratio")?,
+            };
+            // A pruned block adds its stored residual as is.
+            c.taylorseer = None;
+            c.noise_scale = 0.0;
+        }
+        Strategy::EasyCache => {
+            c = StepCacheConfig {
+                easycache: EasyCacheParams {
+                    reuse_threshold: params.float("reuse_threshold")?,
+                    start_percent: params.float("start_percent")?,
+                    end_percent: params.float("end_percent")?,
+                    subsample_factor: count(params, "subsample_factor")?,
+                },
+                ..StepCacheConfig::threshold_free(Strategy::EasyCache)
+            };
+        }
+        Strategy::FastCache => {
+            c = StepCacheConfig {
+                fastcache: FastCacheParams {
+                    cache_ratio_threshold: params.float("cache_ratio_threshold")?,
+                    motion_threshold: params.float("motion_threshold")?,
+                    linear_map: choice(params, "linear_map", LinearMap::parse)?,
+                },
+                ..StepCacheConfig::threshold_free(Strategy::FastCache)
+            };
+        }
         _ => {}
     }
     c.validate()?;
@@ -142,7 +275,12 @@ impl NodeKind for CacheDitConfig {
                      cache-dit's DBCache residual indicator; fbcache: diffusers' First Block \
                      Cache (the first block's residual, residual_diff_threshold only); \
                      teacache: TeaCache (block 0's modulated input, accumulated; threshold \
-                     only)",
+                     only); magcache: MagCache (calibrated magnitude ratios); pab: Pyramid \
+                     Attention Broadcast (attention reused inside a timestep window); \
+                     fastercache: FasterCache (uncond half from the frequency domain, attention \
+                     extrapolated); dbprune: cache-dit's DBPrune (each middle block on its own \
+                     diff); easycache: ComfyUI's EasyCache (the whole model, predicted change); \
+                     fastcache: FastCache (static tokens bypass, per-block linear maps)",
                 ),
                 ParamSpec::int(
                     "skip_interval",
@@ -159,7 +297,7 @@ impl NodeKind for CacheDitConfig {
                     1000,
                     "first steps that always compute (DBCache's max_warmup_steps)",
                 )
-                .when("strategy", NOT_FBCACHE),
+                .when("strategy", PARTITIONED),
                 ParamSpec::float(
                     "noise_scale",
                     d.noise_scale,
@@ -182,10 +320,10 @@ impl NodeKind for CacheDitConfig {
                     0,
                     1024,
                     "front blocks that always run; their residual is the adaptive indicator \
-                     (at least 1 for adaptive)",
+                     (at least 1 for adaptive and dbprune)",
                 )
                 .advanced()
-                .when("strategy", NOT_FBCACHE),
+                .when("strategy", PARTITIONED),
                 ParamSpec::int(
                     "Bn_compute_blocks",
                     db.bn_compute_blocks as i64,
@@ -194,7 +332,7 @@ impl NodeKind for CacheDitConfig {
                     "back blocks that always run after the reused middle",
                 )
                 .advanced()
-                .when("strategy", NOT_FBCACHE),
+                .when("strategy", PARTITIONED),
                 ParamSpec::float(
                     "residual_diff_threshold",
                     db.residual_diff_threshold,
@@ -202,10 +340,15 @@ impl NodeKind for CacheDitConfig {
                     1.0,
                     "adaptive: reuse when the relative L1 diff is below this, 0 never, 1 always; \
                      fbcache: compute when the first block's diff is above this; teacache: \
-                     reuse while the accumulated rescaled distance stays below this",
+                     reuse while the accumulated rescaled distance stays below this; magcache: \
+                     the accumulated error's bound; dbprune: prune a block when its input's \
+                     diff is below this (1 always)",
                 )
                 .advanced()
-                .when("strategy", &["adaptive", "fbcache", "teacache", "magcache"]),
+                .when(
+                    "strategy",
+                    &["adaptive", "fbcache", "teacache", "magcache", "dbprune"],
+                ),
                 ParamSpec::int(
                     "max_skip_steps",
                     3,
@@ -238,23 +381,198 @@ impl NodeKind for CacheDitConfig {
                 )
                 .when("strategy", &["magcache"]),
                 ParamSpec::int(
+                    "spatial_attention_block_skip_range",
+                    2,
+                    0,
+                    100,
+                    "pab: attention computes every N-th call and is reused in between (1 never \
+                     reuses); fastercache: attention computes on multiples of N and is \
+                     extrapolated between (0 = off)",
+                )
+                .when("strategy", &["pab", "fastercache"]),
+                ParamSpec::text(
+                    "spatial_attention_timestep_skip_range",
+                    "",
+                    "pab, fastercache: reuse only while low < t < high (scheduler timesteps, \
+                     ~1000 → 0), as `low, high`; empty = the method's default (pab 100, 800; \
+                     fastercache -1, 681)",
+                )
+                .when("strategy", &["pab", "fastercache"]),
+                ParamSpec::int(
+                    "unconditional_batch_skip_range",
+                    5,
+                    0,
+                    100,
+                    "fastercache: the unconditional half runs on multiples of N and is rebuilt \
+                     from the conditional one between (0 = always runs)",
+                )
+                .when("strategy", &["fastercache"]),
+                ParamSpec::text(
+                    "unconditional_batch_timestep_skip_range",
+                    "",
+                    "fastercache: where the unconditional half may be skipped, `low, high`; \
+                     empty = -1, 641",
+                )
+                .advanced()
+                .when("strategy", &["fastercache"]),
+                ParamSpec::float(
+                    "attention_weight",
+                    0.5,
+                    -10.0,
+                    10.0,
+                    "fastercache: w in y₁ + (y₁ − y₂)·w, the attention extrapolation",
+                )
+                .advanced()
+                .when("strategy", &["fastercache"]),
+                ParamSpec::float(
+                    "alpha_low_frequency",
+                    1.1,
+                    0.0,
+                    10.0,
+                    "fastercache: weight of the low-frequency difference per skipped call \
+                     (compounds) inside its window",
+                )
+                .advanced()
+                .when("strategy", &["fastercache"]),
+                ParamSpec::float(
+                    "alpha_high_frequency",
+                    1.1,
+                    0.0,
+                    10.0,
+                    "fastercache: the same for the high frequencies",
+                )
+                .advanced()
+                .when("strategy", &["fastercache"]),
+                ParamSpec::text(
+                    "low_frequency_weight_update_timestep_range",
+                    "",
+                    "fastercache: where alpha_low_frequency applies, `low, high`; empty = 99, 901",
+                )
+                .advanced()
+                .when("strategy", &["fastercache"]),
+                ParamSpec::text(
+                    "high_frequency_weight_update_timestep_range",
+                    "",
+                    "fastercache: where alpha_high_frequency applies, `low, high`; empty = -1, \
+                     301",
+                )
+                .advanced()
+                .when("strategy", &["fastercache"]),
+                ParamSpec::boolean(
+                    "enable_dynamic_prune_threshold",
+                    false,
+                    "dbprune: relax the threshold to 1.25 × the mean of the step's first five \
+                     diffs (below max_dynamic_prune_threshold)",
+                )
+                .when("strategy", &["dbprune"]),
+                ParamSpec::text(
+                    "non_prune_block_ids",
+                    "",
+                    "dbprune: blocks (run-order indices, comma-separated) never pruned",
+                )
+                .advanced()
+                .when("strategy", &["dbprune"]),
+                ParamSpec::float(
+                    "max_dynamic_prune_threshold",
+                    0.0,
+                    0.0,
+                    10.0,
+                    "dbprune: the relaxed threshold stays below this; 0 = twice the threshold",
+                )
+                .advanced()
+                .when("strategy", &["dbprune"])
+                .when("enable_dynamic_prune_threshold", &["true"]),
+                ParamSpec::float(
+                    "dynamic_prune_threshold_relax_ratio",
+                    1.25,
+                    0.0,
+                    10.0,
+                    "dbprune: the multiplier on the mean diff",
+                )
+                .advanced()
+                .when("strategy", &["dbprune"])
+                .when("enable_dynamic_prune_threshold", &["true"]),
+                ParamSpec::float(
+                    "reuse_threshold",
+                    0.2,
+                    0.0,
+                    3.0,
+                    "easycache: skip the model while the summed predicted change stays below \
+                     this",
+                )
+                .when("strategy", &["easycache"]),
+                ParamSpec::float(
+                    "start_percent",
+                    0.15,
+                    0.0,
+                    1.0,
+                    "easycache: the share of the run where skipping may start",
+                )
+                .when("strategy", &["easycache"]),
+                ParamSpec::float(
+                    "end_percent",
+                    0.95,
+                    0.0,
+                    1.0,
+                    "easycache: the share of the run after which every call computes",
+                )
+                .when("strategy", &["easycache"]),
+                ParamSpec::int(
+                    "subsample_factor",
+                    8,
+                    1,
+                    64,
+                    "easycache: every n-th row and column enter the change measures (ComfyUI \
+                     fixes 8)",
+                )
+                .advanced()
+                .when("strategy", &["easycache"]),
+                ParamSpec::float(
+                    "cache_ratio_threshold",
+                    0.05,
+                    0.0,
+                    1.0,
+                    "fastcache: approximate a block while its input's relative change stays \
+                     within this (the floor of the combined threshold)",
+                )
+                .when("strategy", &["fastcache"]),
+                ParamSpec::float(
+                    "motion_threshold",
+                    0.1,
+                    0.0,
+                    1.0,
+                    "fastcache: tokens whose normalised change is above this run the blocks; \
+                     the rest bypass the stack",
+                )
+                .when("strategy", &["fastcache"]),
+                ParamSpec::choice(
+                    "linear_map",
+                    LinearMap::Residual.name(),
+                    LinearMap::NAMES,
+                    "fastcache: residual = an approximated block (or a static token) adds its \
+                     last computed residual; identity = it passes its input through (the \
+                     paper's training-free map)",
+                )
+                .when("strategy", &["fastcache"]),
+                ParamSpec::int(
                     "warmup_interval",
                     db.warmup_interval as i64,
                     1,
                     1000,
-                    "adaptive: inside warmup only every this-many-th step is forced to compute",
+                    "adaptive, dbprune: inside warmup only every this-many-th step is forced \
+                     to compute",
                 )
                 .advanced()
-                .when("strategy", &["adaptive"]),
+                .when("strategy", CACHE_DIT),
                 ParamSpec::int(
                     "max_cached_steps",
                     db.max_cached_steps,
                     -1,
                     100_000,
-                    "adaptive: cached steps allowed per branch; -1 unlimited, 0 never",
+                    "adaptive, dbprune: cached steps allowed per branch; -1 unlimited, 0 never",
                 )
                 .advanced()
-                .when("strategy", &["adaptive"]),
+                .when("strategy", CACHE_DIT),
                 ParamSpec::int(
                     "max_continuous_cached_steps",
                     db.max_continuous_cached_steps,
@@ -264,7 +582,7 @@ impl NodeKind for CacheDitConfig {
                      dynamic: the longest run of reuses",
                 )
                 .advanced()
-                .when("strategy", &["adaptive", "dynamic"]),
+                .when("strategy", &["adaptive", "dynamic", "dbprune"]),
                 ParamSpec::float(
                     "max_accumulated_residual_diff_threshold",
                     db.max_accumulated_residual_diff_threshold.unwrap_or(0.0),
@@ -304,11 +622,11 @@ impl NodeKind for CacheDitConfig {
                     "scm_policy",
                     "none",
                     SCM_POLICIES,
-                    "adaptive: steps-computation mask (cache-dit SCM) for the run's step \
-                     count, or `custom` (scm_mask)",
+                    "adaptive, dbprune: steps-computation mask (cache-dit SCM) for the run's \
+                     step count, or `custom` (scm_mask)",
                 )
                 .advanced()
-                .when("strategy", &["adaptive"]),
+                .when("strategy", CACHE_DIT),
                 ParamSpec::choice(
                     "scm_mode",
                     MaskPolicy::Dynamic.name(),
@@ -317,7 +635,7 @@ impl NodeKind for CacheDitConfig {
                      reuse (blurs)",
                 )
                 .advanced()
-                .when("strategy", &["adaptive"])
+                .when("strategy", CACHE_DIT)
                 .when("scm_policy", SCM_PRESET_OR_CUSTOM),
                 ParamSpec::text(
                     "scm_mask",
@@ -325,7 +643,7 @@ impl NodeKind for CacheDitConfig {
                     "custom mask, one digit per step: 1 compute, 0 cache (e.g. 1111011101)",
                 )
                 .advanced()
-                .when("strategy", &["adaptive"])
+                .when("strategy", CACHE_DIT)
                 .when("scm_policy", &["custom"]),
                 ParamSpec::int(
                     "noise_seed",
@@ -389,11 +707,21 @@ mod tests {
                 "warmup",
                 "noise_scale",
                 "taylorseer",
-                // Shown only under magcache, whose own settings they are.
+                // Shown only under the method whose own settings they are.
                 "max_skip_steps",
                 "retention_ratio",
                 "mag_ratios",
-                "calibrate"
+                "calibrate",
+                "spatial_attention_block_skip_range",
+                "spatial_attention_timestep_skip_range",
+                "unconditional_batch_skip_range",
+                "enable_dynamic_prune_threshold",
+                "reuse_threshold",
+                "start_percent",
+                "end_percent",
+                "cache_ratio_threshold",
+                "motion_threshold",
+                "linear_map",
             ]
         );
         assert_eq!(spec.outputs[0].ty, PortType::CacheConfig);

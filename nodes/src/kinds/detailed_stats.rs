@@ -140,6 +140,9 @@ mod tests {
                 blocks_run: if step % 2 == 1 { 2 } else { 6 },
                 blocks_total: 6,
                 ms: 1.0,
+                work: None,
+                attention_reused: 0,
+                pattern: None,
             })
             .collect();
         SamplerStats {

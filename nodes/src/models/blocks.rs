@@ -52,7 +52,7 @@ pub struct BlockList {
 }
 
 /// A block's place: which list, which block in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockAt {
     pub list: usize,
     pub index: usize,
@@ -72,6 +72,84 @@ pub fn run_order(lists: &[BlockList]) -> Vec<BlockAt> {
 /// The number of blocks over every list.
 pub fn total_blocks(lists: &[BlockList]) -> usize {
     lists.iter().map(|l| l.len).sum()
+}
+
+/// The output of a block's attention module (after its output projection, before the gated
+/// residual): what attention-level caching (PAB, FasterCache) stores and serves.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    /// The image stream's attention output (a single-stream block's whole joint sequence).
+    pub hidden: Tensor,
+    /// The text stream's, for joint attention with separate stream outputs (FLUX.1 double
+    /// blocks).
+    pub encoder: Option<Tensor>,
+}
+
+impl AttentionOutput {
+    pub fn image(hidden: Tensor) -> Self {
+        AttentionOutput {
+            hidden,
+            encoder: None,
+        }
+    }
+
+    /// Bytes held by the tensors.
+    pub fn bytes(&self) -> usize {
+        let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        size(&self.hidden) + self.encoder.as_ref().map_or(0, size)
+    }
+
+    /// Applies `f` to each tensor (hidden, then encoder).
+    pub fn map(&self, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<AttentionOutput> {
+        Ok(AttentionOutput {
+            hidden: f(&self.hidden)?,
+            encoder: self.encoder.as_ref().map(&f).transpose()?,
+        })
+    }
+
+    /// Combines each tensor with the matching one of `other` (hidden with hidden, encoder with
+    /// encoder).
+    pub fn zip(
+        &self,
+        other: &AttentionOutput,
+        f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<AttentionOutput> {
+        let encoder = match (&self.encoder, &other.encoder) {
+            (Some(a), Some(b)) => Some(f(a, b)?),
+            (None, None) => None,
+            _ => candle_core::bail!("attention outputs differ in their streams"),
+        };
+        Ok(AttentionOutput {
+            hidden: f(&self.hidden, &other.hidden)?,
+            encoder,
+        })
+    }
+}
+
+/// Runs around every attention module of a block: gets the block's place and the module's
+/// computation, returns the output the block goes on with (computed, or served from a cache).
+pub trait AttentionHook {
+    fn attention(
+        &mut self,
+        at: BlockAt,
+        compute: &mut dyn FnMut() -> Result<AttentionOutput>,
+    ) -> Result<AttentionOutput>;
+}
+
+/// The attention module's share of a block's multiply-adds for a joint sequence of `tokens`
+/// tokens of width `dim`: q/k/v and output projections (4·d²·n) and the scores and their
+/// weighted sum (2·n²·d), against those plus the feed-forward's 8·d²·n (`mlp_dd` = 8) — DiT
+/// blocks and FLUX.1 double blocks; single blocks have q/k/v (3·d²·n) in the module and
+/// feed-forward plus a wider output projection (9·d²·n) outside.
+pub fn attention_share(tokens: usize, dim: usize, in_module_dd: f64, outside_dd: f64) -> f64 {
+    let (n, d) = (tokens as f64, dim as f64);
+    let module = in_module_dd * d * d * n + 2.0 * n * n * d;
+    let rest = outside_dd * d * d * n;
+    if module + rest <= 0.0 {
+        0.0
+    } else {
+        module / (module + rest)
+    }
 }
 
 /// What a call is conditioned on.
@@ -126,6 +204,22 @@ impl Conditioning {
             Conditioning::Class(labels) => labels.dims1(),
             Conditioning::Text(text) => Ok(text.pooled.dims2()?.0),
         }
+    }
+
+    /// Items `start..start + len` of the batch.
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Conditioning> {
+        Ok(match self {
+            Conditioning::Class(labels) => Conditioning::Class(labels.narrow(0, start, len)?),
+            Conditioning::Text(t) => Conditioning::Text(TextConditioning {
+                tokens: t.tokens.narrow(0, start, len)?,
+                pooled: t.pooled.narrow(0, start, len)?,
+                guidance: t
+                    .guidance
+                    .as_ref()
+                    .map(|g| g.narrow(0, start, len))
+                    .transpose()?,
+            }),
+        })
     }
 
     /// `a`'s items then `b`'s (batched classifier-free guidance).
@@ -220,6 +314,39 @@ pub trait BlockTransformer {
     /// (TeaCache); `None` when the family does not expose it.
     fn modulated_input(&self, _streams: &Streams, _call: &Self::Call) -> Result<Option<Tensor>> {
         Ok(None)
+    }
+
+    /// Runs one block with `hook` around its attention module (attention-level caching:
+    /// PAB, FasterCache); `None` when the family exposes no attention seam.
+    fn block_with_attention(
+        &self,
+        _at: BlockAt,
+        _streams: &Streams,
+        _call: &Self::Call,
+        _hook: &mut dyn AttentionHook,
+    ) -> Result<Option<Streams>> {
+        Ok(None)
+    }
+
+    /// The call for running blocks on a subset of the image tokens (`image_tokens`, u32
+    /// indices in token order; the text stream whole), for token-level caching (FastCache);
+    /// `None` when the family cannot (its blocks depend on the token grid in ways the call does
+    /// not carry).
+    fn restrict_tokens(
+        &self,
+        _call: &Self::Call,
+        _image_tokens: &Tensor,
+    ) -> Result<Option<Self::Call>>
+    where
+        Self::Call: Sized,
+    {
+        Ok(None)
+    }
+
+    /// The attention module's share of the work of the block at `at` on these streams (for
+    /// the ideal speedup of attention-level caching); 0 without an attention seam.
+    fn attention_share(&self, _at: BlockAt, _streams: &Streams) -> f64 {
+        0.0
     }
 }
 

@@ -14,7 +14,9 @@ pub mod two_list;
 pub mod vae;
 
 use crate::schedulers::{SchedulerConfig, SchedulerConfigError};
-use blocks::{BlockAt, BlockList, BlockTransformer, Conditioning, LatentSpec, Streams};
+use blocks::{
+    AttentionHook, BlockAt, BlockList, BlockTransformer, Conditioning, LatentSpec, Streams,
+};
 use candle_core::{DType, Device, Tensor};
 
 /// A model of any supported family.
@@ -114,6 +116,43 @@ impl BlockTransformer for AnyModel {
             (AnyModel::Dit(m), AnyCall::Dit(c)) => BlockTransformer::block(m, at, streams, c),
             (AnyModel::Flux(m), AnyCall::Flux(c)) => BlockTransformer::block(m, at, streams, c),
             _ => Err(mismatched_call()),
+        }
+    }
+
+    fn block_with_attention(
+        &self,
+        at: BlockAt,
+        streams: &Streams,
+        call: &AnyCall,
+        hook: &mut dyn AttentionHook,
+    ) -> candle_core::Result<Option<Streams>> {
+        match (self, call) {
+            (AnyModel::Dit(m), AnyCall::Dit(c)) => m.block_with_attention(at, streams, c, hook),
+            (AnyModel::Flux(m), AnyCall::Flux(c)) => m.block_with_attention(at, streams, c, hook),
+            _ => Err(mismatched_call()),
+        }
+    }
+
+    fn restrict_tokens(
+        &self,
+        call: &AnyCall,
+        image_tokens: &Tensor,
+    ) -> candle_core::Result<Option<AnyCall>> {
+        Ok(match (self, call) {
+            (AnyModel::Dit(m), AnyCall::Dit(c)) => {
+                m.restrict_tokens(c, image_tokens)?.map(AnyCall::Dit)
+            }
+            (AnyModel::Flux(m), AnyCall::Flux(c)) => {
+                m.restrict_tokens(c, image_tokens)?.map(AnyCall::Flux)
+            }
+            _ => return Err(mismatched_call()),
+        })
+    }
+
+    fn attention_share(&self, at: BlockAt, streams: &Streams) -> f64 {
+        match self {
+            AnyModel::Dit(m) => m.attention_share(at, streams),
+            AnyModel::Flux(m) => m.attention_share(at, streams),
         }
     }
 

@@ -271,6 +271,9 @@ pub fn denoise_with_preview<M: BlockTransformer + ?Sized>(
     )?;
     let timesteps = scheduler.timesteps().to_vec();
     let total = timesteps.len();
+    let shares = settings
+        .scheduler
+        .share_map(&settings.scheduler_config, Some(image_tokens))?;
 
     // A prompt: the embedded guidance scale goes in the conditioning, and true CFG with the
     // negative prompt runs as two calls per step (FluxPipeline). Classes: the null class.
@@ -329,6 +332,7 @@ pub fn denoise_with_preview<M: BlockTransformer + ?Sized>(
             timestep: t,
             batched_cfg: use_cfg && !separate,
             branch,
+            shares,
         };
         // One transformer call; returns the noise prediction (learned-sigma channels dropped).
         let mut call = |x_in: &Tensor, cond: &Conditioning, branch| {

@@ -4,15 +4,17 @@
 
 use serde::{Deserialize, Serialize};
 
-/// User + system CPU time of this process, all threads, in ms (Linux `/proc/self/stat`, in
-/// clock ticks of 10 ms). On a shared CPU it follows the work done where wall time follows the
-/// load; `None` where the OS does not report it.
+/// User + system CPU time of this process, all threads, in ms (`CLOCK_PROCESS_CPUTIME_ID`,
+/// nanosecond resolution). On a shared CPU it follows the work done where wall time follows
+/// the load; `None` where the OS does not report it.
 pub fn process_cpu_ms() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
-    // Fields 14 and 15 of proc(5), counted after the command name.
-    Some((ticks(11)? + ticks(12)?) * 10.0)
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
 }
 
 /// The 1-minute load average (Linux `/proc/loadavg`): how busy the machine was.

@@ -90,6 +90,43 @@ impl FlowMatchOptions {
     }
 }
 
+/// How a run's sigmas are bent (the shift of [`FlowMatchEuler`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shift {
+    /// Dynamic shifting, `e^μ / (e^μ + (1/σ − 1))`.
+    Exponential(f64),
+    /// Dynamic shifting, `μ / (μ + (1/σ − 1))`.
+    Linear(f64),
+    /// `s·σ / (1 + (s − 1)·σ)`.
+    Fixed(f64),
+}
+
+impl Shift {
+    /// The shifted sigma of the unshifted `sigma` (in f64).
+    pub fn apply(self, sigma: f64) -> f64 {
+        let bend = 1.0 / sigma - 1.0;
+        match self {
+            Shift::Exponential(mu) => mu.exp() / (mu.exp() + bend),
+            Shift::Linear(mu) => mu / (mu + bend),
+            Shift::Fixed(s) => s * sigma / (1.0 + (s - 1.0) * sigma),
+        }
+    }
+}
+
+impl FlowMatchOptions {
+    /// The shift of a run on an image of `image_seq_len` tokens.
+    pub fn shift_for(&self, image_seq_len: usize) -> Shift {
+        if !self.dynamic_shifting {
+            return Shift::Fixed(self.shift);
+        }
+        let mu = self.mu(image_seq_len);
+        match self.time_shift {
+            TimeShift::Exponential => Shift::Exponential(mu),
+            TimeShift::Linear => Shift::Linear(mu),
+        }
+    }
+}
+
 /// The scheduler for one run.
 #[derive(Debug, Clone)]
 pub struct FlowMatchEuler {

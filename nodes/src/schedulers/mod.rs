@@ -16,6 +16,55 @@ pub use config::{SchedulerConfig, SchedulerConfigError};
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+/// Where a share of the sampling run lies on the timestep scale: ComfyUI's
+/// `model_sampling.percent_to_sigma`, expressed as the model's timestep (for methods whose
+/// windows are given as shares of the run, such as EasyCache).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ShareMap {
+    /// DDPM-style training schedules: share `p` is timestep `(1 − p)·(train − 1)` (sigma is
+    /// monotonic in the timestep, so comparing timesteps is comparing sigmas).
+    Discrete { train_steps: usize },
+    /// Flow matching: share `p` is the unshifted time `1 − p` through the run's own shift,
+    /// `σ = shift(1 − p)`, timestep `σ·train`.
+    Flow {
+        train_steps: usize,
+        shift: flow_match::Shift,
+    },
+}
+
+impl Default for ShareMap {
+    fn default() -> Self {
+        ShareMap::Discrete { train_steps: 1000 }
+    }
+}
+
+impl ShareMap {
+    /// The timestep at share `p` of the run; a share of 0 or less lies above every timestep
+    /// and one of 1 or more below every one, as ComfyUI's mapping puts them.
+    pub fn timestep_at(&self, share: f64) -> f64 {
+        match *self {
+            ShareMap::Discrete { train_steps } => {
+                if share <= 0.0 {
+                    f64::INFINITY
+                } else if share >= 1.0 {
+                    f64::NEG_INFINITY
+                } else {
+                    (1.0 - share) * (train_steps.saturating_sub(1)) as f64
+                }
+            }
+            ShareMap::Flow { train_steps, shift } => {
+                if share <= 0.0 {
+                    train_steps as f64
+                } else if share >= 1.0 {
+                    f64::NEG_INFINITY
+                } else {
+                    shift.apply(1.0 - share) * train_steps as f64
+                }
+            }
+        }
+    }
+}
+
 /// Which scheduler a Sampler uses (the names used in workflow files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SchedulerKind {
@@ -89,6 +138,28 @@ impl SchedulerKind {
                 flow_match::FlowMatchOptions::from_config(config).map(|_| ())
             }
         }
+    }
+
+    /// Where shares of a run lie on this class's timestep scale (see [`ShareMap`]), for an
+    /// image of `image_seq_len` tokens.
+    pub fn share_map(
+        self,
+        config: &SchedulerConfig,
+        image_seq_len: Option<usize>,
+    ) -> std::result::Result<ShareMap, SchedulerConfigError> {
+        Ok(match self {
+            SchedulerKind::FlowMatchEuler => {
+                let options = flow_match::FlowMatchOptions::from_config(config)?;
+                let tokens = image_seq_len.unwrap_or(options.base_image_seq_len);
+                ShareMap::Flow {
+                    train_steps: options.train_steps,
+                    shift: options.shift_for(tokens),
+                }
+            }
+            _ => ShareMap::Discrete {
+                train_steps: config.usize_or("num_train_timesteps", 1000)?,
+            },
+        })
     }
 
     /// A fresh scheduler of this class for `steps` inference steps, with the fields of

@@ -3,6 +3,7 @@
 
 use super::embeddings::TimestepLabelEmbedding;
 use super::grad_ops;
+use crate::models::blocks::{AttentionHook, AttentionOutput, BlockAt};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
@@ -20,8 +21,8 @@ pub enum Kernels {
 pub struct PlainLayerNorm {
     ones: Tensor,
     zeros: Tensor,
-    eps: f32,
-    kernels: Kernels,
+    pub(super) eps: f32,
+    pub(super) kernels: Kernels,
 }
 
 impl PlainLayerNorm {
@@ -64,14 +65,14 @@ pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
 
 /// Multi-head self-attention (diffusers `Attention` with the default processor).
 #[derive(Debug, Clone)]
-struct SelfAttention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
-    heads: usize,
-    head_dim: usize,
-    kernels: Kernels,
+pub(super) struct SelfAttention {
+    pub(super) to_q: Linear,
+    pub(super) to_k: Linear,
+    pub(super) to_v: Linear,
+    pub(super) to_out: Linear,
+    pub(super) heads: usize,
+    pub(super) head_dim: usize,
+    pub(super) kernels: Kernels,
 }
 
 impl SelfAttention {
@@ -127,9 +128,9 @@ impl SelfAttention {
 
 /// diffusers' `FeedForward` with `activation_fn="gelu-approximate"`: `net.0.proj` → tanh-GELU → `net.2`.
 #[derive(Debug, Clone)]
-struct FeedForward {
-    proj_in: Linear,
-    proj_out: Linear,
+pub(super) struct FeedForward {
+    pub(super) proj_in: Linear,
+    pub(super) proj_out: Linear,
     kernels: Kernels,
 }
 
@@ -172,10 +173,10 @@ pub struct DiTBlock {
     pub(crate) emb: TimestepLabelEmbedding,
     /// `norm1.linear`: conditioning → 6 modulation vectors.
     ada_linear: Linear,
-    norm1: PlainLayerNorm,
-    attn: SelfAttention,
-    norm3: PlainLayerNorm,
-    ff: FeedForward,
+    pub(super) norm1: PlainLayerNorm,
+    pub(super) attn: SelfAttention,
+    pub(super) norm3: PlainLayerNorm,
+    pub(super) ff: FeedForward,
 }
 
 impl DiTBlock {
@@ -221,16 +222,37 @@ impl DiTBlock {
     /// `x`: tokens `[B, N, hidden]`; `t_proj`: `[B, 256]` timestep projection in the model
     /// dtype; `labels`: `[B]` u32. Returns the new tokens.
     pub fn forward(&self, x: &Tensor, t_proj: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, t_proj, labels, None)
+    }
+
+    /// [`DiTBlock::forward`] with `hook` around the attention module (`attn1` and its output
+    /// projection; what attention-level caching stores).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        t_proj: &Tensor,
+        labels: &Tensor,
+        hook: Option<(&mut dyn AttentionHook, BlockAt)>,
+    ) -> Result<Tensor> {
         let cond = self.emb.forward(t_proj, labels)?;
-        let mods = self
-            .ada_linear
-            .forward(&cond.silu()?)?
-            .chunk(6, D::Minus1)?;
+        let mods = self.ada_linear.forward(&cond.silu()?)?;
+        if super::cpu_block::applies(self, x) {
+            return super::cpu_block::forward(self, x, &mods, hook);
+        }
+        let mods = mods.chunk(6, D::Minus1)?;
         let (shift_msa, scale_msa, gate_msa) = (&mods[0], &mods[1], &mods[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&mods[3], &mods[4], &mods[5]);
 
         let h = modulate(&self.norm1.forward(x)?, shift_msa, scale_msa)?;
-        let attn = self.attn.forward(&h)?;
+        let attn = match hook {
+            Some((hook, at)) => {
+                hook.attention(at, &mut || {
+                    Ok(AttentionOutput::image(self.attn.forward(&h)?))
+                })?
+                .hidden
+            }
+            None => self.attn.forward(&h)?,
+        };
         let x = (x + attn.broadcast_mul(&gate_msa.unsqueeze(1)?)?)?;
 
         let h = modulate(&self.norm3.forward(&x)?, shift_mlp, scale_mlp)?;

@@ -2,6 +2,7 @@
 
 pub mod block;
 pub mod config;
+mod cpu_block;
 pub mod embeddings;
 pub mod grad_ops;
 pub mod model;

@@ -5,7 +5,8 @@ use super::block::{modulate, BlockDims, DiTBlock, Kernels, PlainLayerNorm};
 use super::config::DiTConfig;
 use super::embeddings::{timestep_projection, PatchEmbed};
 use crate::models::blocks::{
-    BlockAt, BlockList, BlockTransformer, Conditioning, LatentSpec, StreamPattern, Streams,
+    attention_share, AttentionHook, BlockAt, BlockList, BlockTransformer, Conditioning, LatentSpec,
+    StreamPattern, Streams,
 };
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
@@ -258,6 +259,40 @@ impl BlockTransformer for DiT {
 
     fn null_conditioning(&self, batch: usize) -> Result<Conditioning> {
         Conditioning::classes(vec![self.config.num_classes() as u32; batch], &self.device)
+    }
+
+    fn block_with_attention(
+        &self,
+        at: BlockAt,
+        streams: &Streams,
+        call: &DiTCall,
+        hook: &mut dyn AttentionHook,
+    ) -> Result<Option<Streams>> {
+        let block = self
+            .blocks
+            .get(at.index)
+            .ok_or_else(|| candle_core::Error::msg(format!("DiT has no block {}", at.index)))?;
+        Ok(Some(Streams {
+            hidden: block.forward_with(
+                &streams.hidden,
+                &call.t_proj,
+                &call.labels,
+                Some((hook, at)),
+            )?,
+            encoder: streams.encoder.clone(),
+        }))
+    }
+
+    /// DiT's blocks see no positions (the position embedding is added before them), so any
+    /// subset of tokens runs with the same call.
+    fn restrict_tokens(&self, call: &DiTCall, _image_tokens: &Tensor) -> Result<Option<DiTCall>> {
+        Ok(Some(call.clone()))
+    }
+
+    /// `attn1` with its projections against the whole block (the feed-forward's 8·d²).
+    fn attention_share(&self, _at: BlockAt, streams: &Streams) -> f64 {
+        let tokens = streams.hidden.dim(1).unwrap_or(0);
+        attention_share(tokens, self.config.hidden_size(), 4.0, 8.0)
     }
 
     /// Block 0's adaLN-modulated input (TeaCache's indicator).

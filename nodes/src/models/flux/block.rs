@@ -4,6 +4,7 @@
 //! attention and MLP side by side).
 
 use super::embeddings::{apply_rope, RopeTables};
+use crate::models::blocks::{AttentionHook, AttentionOutput, BlockAt};
 use crate::models::dit::block::{modulate, PlainLayerNorm};
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, RmsNorm, VarBuilder};
@@ -146,26 +147,52 @@ impl DoubleBlock {
         temb: &Tensor,
         rope: &RopeTables,
     ) -> Result<(Tensor, Tensor)> {
+        self.forward_with(hidden, encoder, temb, rope, None)
+    }
+
+    /// [`DoubleBlock::forward`] with `hook` around the attention module (`attn`: both streams'
+    /// projections, the joint attention and both output projections).
+    pub fn forward_with(
+        &self,
+        hidden: &Tensor,
+        encoder: &Tensor,
+        temb: &Tensor,
+        rope: &RopeTables,
+        hook: Option<(&mut dyn AttentionHook, BlockAt)>,
+    ) -> Result<(Tensor, Tensor)> {
         let silu = temb.silu()?;
         let m = self.norm1.forward(&silu)?.chunk(6, D::Minus1)?;
         let c = self.norm1_context.forward(&silu)?.chunk(6, D::Minus1)?;
         let norm_hidden = modulate(&self.norm.forward(hidden)?, &m[0], &m[1])?;
         let norm_encoder = modulate(&self.norm.forward(encoder)?, &c[0], &c[1])?;
 
-        let (q, k, v) = self.image.project(&norm_hidden, self.heads)?;
-        let (eq, ek, ev) = self.text.project(&norm_encoder, self.heads)?;
-        let text_len = encoder.dim(1)?;
-        let q = Tensor::cat(&[&eq, &q], 1)?;
-        let k = Tensor::cat(&[&ek, &k], 1)?;
-        let v = Tensor::cat(&[&ev, &v], 1)?;
-        let joint = attention(&q, &k, &v, rope)?;
-        let total = joint.dim(1)?;
-        let text_attn = self
-            .to_add_out
-            .forward(&joint.narrow(1, 0, text_len)?.contiguous()?)?;
-        let image_attn = self
-            .to_out
-            .forward(&joint.narrow(1, text_len, total - text_len)?.contiguous()?)?;
+        let mut module = || -> Result<AttentionOutput> {
+            let (q, k, v) = self.image.project(&norm_hidden, self.heads)?;
+            let (eq, ek, ev) = self.text.project(&norm_encoder, self.heads)?;
+            let text_len = encoder.dim(1)?;
+            let q = Tensor::cat(&[&eq, &q], 1)?;
+            let k = Tensor::cat(&[&ek, &k], 1)?;
+            let v = Tensor::cat(&[&ev, &v], 1)?;
+            let joint = attention(&q, &k, &v, rope)?;
+            let total = joint.dim(1)?;
+            let text_attn = self
+                .to_add_out
+                .forward(&joint.narrow(1, 0, text_len)?.contiguous()?)?;
+            let image_attn = self
+                .to_out
+                .forward(&joint.narrow(1, text_len, total - text_len)?.contiguous()?)?;
+            Ok(AttentionOutput {
+                hidden: image_attn,
+                encoder: Some(text_attn),
+            })
+        };
+        let out = match hook {
+            Some((hook, at)) => hook.attention(at, &mut module)?,
+            None => module()?,
+        };
+        let (image_attn, Some(text_attn)) = (out.hidden, out.encoder) else {
+            candle_core::bail!("FLUX.1 double block: the attention output lacks the text stream");
+        };
 
         let hidden = gated(hidden, &m[2], &image_attn)?;
         let ff_in = modulate(&self.norm.forward(&hidden)?, &m[3], &m[4])?;
@@ -217,13 +244,32 @@ impl SingleBlock {
         temb: &Tensor,
         rope: &RopeTables,
     ) -> Result<(Tensor, Tensor)> {
+        self.forward_with(hidden, encoder, temb, rope, None)
+    }
+
+    /// [`SingleBlock::forward`] with `hook` around the attention module (`attn`: q/k/v of the
+    /// joint sequence and the attention; its output covers text and image tokens).
+    pub fn forward_with(
+        &self,
+        hidden: &Tensor,
+        encoder: &Tensor,
+        temb: &Tensor,
+        rope: &RopeTables,
+        hook: Option<(&mut dyn AttentionHook, BlockAt)>,
+    ) -> Result<(Tensor, Tensor)> {
         let text_len = encoder.dim(1)?;
         let x = Tensor::cat(&[encoder, hidden], 1)?;
         let m = self.norm.forward(&temb.silu()?)?.chunk(3, D::Minus1)?;
         let normed = modulate(&self.layer_norm.forward(&x)?, &m[0], &m[1])?;
         let mlp = self.proj_mlp.forward(&normed)?.gelu()?;
-        let (q, k, v) = self.qkv.project(&normed, self.heads)?;
-        let attn = attention(&q, &k, &v, rope)?;
+        let mut module = || -> Result<AttentionOutput> {
+            let (q, k, v) = self.qkv.project(&normed, self.heads)?;
+            Ok(AttentionOutput::image(attention(&q, &k, &v, rope)?))
+        };
+        let attn = match hook {
+            Some((hook, at)) => hook.attention(at, &mut module)?.hidden,
+            None => module()?.hidden,
+        };
         let out = self.proj_out.forward(&Tensor::cat(&[&attn, &mlp], 2)?)?;
         let x = clip_f16(gated(&x, &m[2], &out)?)?;
         let total = x.dim(1)?;

@@ -7,7 +7,8 @@ use super::block::{DoubleBlock, SingleBlock};
 use super::config::FluxConfig;
 use super::embeddings::{position_ids, rope_tables, RopeTables, TimeTextEmbedding};
 use crate::models::blocks::{
-    BlockAt, BlockList, BlockTransformer, Conditioning, LatentSpec, StreamPattern, Streams,
+    attention_share, AttentionHook, BlockAt, BlockList, BlockTransformer, Conditioning, LatentSpec,
+    StreamPattern, Streams,
 };
 use crate::models::dit::block::{modulate, PlainLayerNorm};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -156,7 +157,7 @@ impl Flux {
     ) -> Result<Tensor> {
         let (mut streams, call) = self.embed_packed(hidden, timesteps, text, grid)?;
         for at in crate::models::blocks::run_order(&self.lists) {
-            streams = self.run_block(at, &streams, &call)?;
+            streams = self.run_block(at, &streams, &call, None)?;
         }
         self.head(&streams, &call)
     }
@@ -215,24 +216,29 @@ impl Flux {
         ))
     }
 
-    fn run_block(&self, at: BlockAt, streams: &Streams, call: &FluxCall) -> Result<Streams> {
+    fn run_block(
+        &self,
+        at: BlockAt,
+        streams: &Streams,
+        call: &FluxCall,
+        hook: Option<&mut dyn AttentionHook>,
+    ) -> Result<Streams> {
         let Some(encoder) = &streams.encoder else {
             candle_core::bail!("FLUX.1 block {at:?} needs the text stream")
         };
         let missing = || candle_core::Error::msg(format!("FLUX.1 has no block {at:?}"));
+        let hook = hook.map(|h| (h, at));
         let (hidden, encoder) = match at.list {
-            0 => self.double.get(at.index).ok_or_else(missing)?.forward(
-                &streams.hidden,
-                encoder,
-                &call.temb,
-                &call.rope,
-            )?,
-            1 => self.single.get(at.index).ok_or_else(missing)?.forward(
-                &streams.hidden,
-                encoder,
-                &call.temb,
-                &call.rope,
-            )?,
+            0 => self
+                .double
+                .get(at.index)
+                .ok_or_else(missing)?
+                .forward_with(&streams.hidden, encoder, &call.temb, &call.rope, hook)?,
+            1 => self
+                .single
+                .get(at.index)
+                .ok_or_else(missing)?
+                .forward_with(&streams.hidden, encoder, &call.temb, &call.rope, hook)?,
             _ => return Err(missing()),
         };
         Ok(Streams {
@@ -305,7 +311,58 @@ impl BlockTransformer for Flux {
     }
 
     fn block(&self, at: BlockAt, streams: &Streams, call: &FluxCall) -> Result<Streams> {
-        self.run_block(at, streams, call)
+        self.run_block(at, streams, call, None)
+    }
+
+    fn block_with_attention(
+        &self,
+        at: BlockAt,
+        streams: &Streams,
+        call: &FluxCall,
+        hook: &mut dyn AttentionHook,
+    ) -> Result<Option<Streams>> {
+        self.run_block(at, streams, call, Some(hook)).map(Some)
+    }
+
+    /// The rotary tables of the text tokens and the chosen image tokens.
+    fn restrict_tokens(&self, call: &FluxCall, image_tokens: &Tensor) -> Result<Option<FluxCall>> {
+        let total = call.rope.cos.dim(0)?;
+        let (h, w) = call.latent;
+        let text = total - (h / 2) * (w / 2);
+        let text_rows = Tensor::arange(0u32, text as u32, image_tokens.device())?;
+        let rows = Tensor::cat(
+            &[
+                &text_rows,
+                &(image_tokens.to_dtype(DType::U32)? + text as f64)?,
+            ],
+            0,
+        )?;
+        Ok(Some(FluxCall {
+            temb: call.temb.clone(),
+            rope: RopeTables {
+                cos: call.rope.cos.index_select(&rows, 0)?,
+                sin: call.rope.sin.index_select(&rows, 0)?,
+            },
+            latent: call.latent,
+        }))
+    }
+
+    /// Joint attention over text and image tokens: a double block's module holds the q/k/v
+    /// and output projections of both streams (4·d²) against two feed-forwards (8·d²); a
+    /// single block's holds q/k/v (3·d²) against the MLP and the wide output projection
+    /// (9·d²).
+    fn attention_share(&self, at: BlockAt, streams: &Streams) -> f64 {
+        let text = streams
+            .encoder
+            .as_ref()
+            .and_then(|e| e.dim(1).ok())
+            .unwrap_or(0);
+        let tokens = streams.hidden.dim(1).unwrap_or(0) + text;
+        let dim = self.config.inner_dim();
+        match at.list {
+            0 => attention_share(tokens, dim, 4.0, 8.0),
+            _ => attention_share(tokens, dim, 3.0, 9.0),
+        }
     }
 
     fn finish(&self, streams: &Streams, call: &FluxCall) -> Result<Tensor> {
