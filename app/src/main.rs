@@ -74,6 +74,9 @@ enum Command {
     /// lines), for a driver that interleaves them with another engine's
     /// (tools/bench_vs_torch.py).
     BenchServe(cli::bench_serve::BenchServeArgs),
+    /// Fits TeaCache's rescale polynomial for a model from uncached runs (paste the result
+    /// into the config node's `coefficients`).
+    CalibrateTeacache(cli::calibrate::CalibrateTeaCacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Some(Command::Eval(args)) => cli::eval::eval_cmd(&args),
         Some(Command::BenchCache(bench)) => cli::bench_cache::run(&bench),
         Some(Command::BenchServe(args)) => cli::bench_serve::run(&args),
+        Some(Command::CalibrateTeacache(args)) => cli::calibrate::run(&args),
         Some(Command::Edit { workflow, run }) => cachedit::gui::run_editor(workflow, run),
         None => cachedit::gui::run_editor(None, false),
     };

@@ -667,3 +667,108 @@ fn the_flux_examples_render_the_prompt_through_clip_t5_and_the_vae() {
         assert_eq!(reused > 0, cached, "{workflow}: {reused} reused calls");
     }
 }
+
+#[test]
+fn every_caching_method_runs_on_flux_from_a_workflow_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    let o = cachedit(
+        &[
+            "run",
+            "workflows/flux_methods.ron",
+            "--out",
+            &out.display().to_string(),
+        ],
+        &repo(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).expect("stats"))
+            .expect("stats parse");
+    let samplers: Vec<&serde_json::Value> = stats["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["kind"] == "Sampler")
+        .collect();
+    assert_eq!(samplers.len(), 8);
+    let mut reusing = Vec::new();
+    for s in samplers {
+        let run = &s["stats"];
+        let signature = run["summary"]["signature"].as_str().expect("signature");
+        let calls = run["calls"].as_array().expect("calls");
+        assert_eq!(calls.len(), 12, "{signature}: one call per step");
+        if calls.iter().any(|c| c["decision"] == "Reused") {
+            reusing.push(signature.to_string());
+        }
+    }
+    // The example's settings reuse some of the 12 steps with every method.
+    assert_eq!(reusing.len(), 8, "{reusing:?}");
+}
+
+#[test]
+fn calibrate_teacache_fits_a_quartic_from_uncached_runs_on_dit_and_flux() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dit = tmp.path().join("dit.json");
+    let o = cachedit(
+        &[
+            "calibrate-teacache",
+            "--steps",
+            "8",
+            "--seeds",
+            "1",
+            "--classes",
+            "0,1",
+            "--out",
+            &dit.display().to_string(),
+        ],
+        &repo(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(stdout.contains("coefficients"), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dit).expect("json")).expect("parses");
+    assert_eq!(doc["coefficients"].as_array().map(Vec::len), Some(5));
+    // Batched CFG: one branch, a pair per call after the first, per run.
+    assert_eq!(doc["pairs"].as_array().map(Vec::len), Some(2 * 7));
+    let flux = tmp.path().join("flux.json");
+    let o = cachedit(
+        &[
+            "calibrate-teacache",
+            "--model",
+            "nodes/tests/fixtures/flux_pipeline",
+            "--prompt",
+            "a red fox in the snow",
+            "--prompt",
+            "a boat on a lake",
+            "--steps",
+            "6",
+            "--seeds",
+            "1",
+            "--max-sequence-length",
+            "16",
+            "--width",
+            "16",
+            "--height",
+            "16",
+            "--out",
+            &flux.display().to_string(),
+        ],
+        &repo(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&flux).expect("json")).expect("parses");
+    assert_eq!(doc["pairs"].as_array().map(Vec::len), Some(2 * 5));
+    let o = cachedit(
+        &[
+            "calibrate-teacache",
+            "--model",
+            "nodes/tests/fixtures/flux_pipeline",
+        ],
+        &repo(),
+    );
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--prompt"), "{}", text(&o.stderr));
+}

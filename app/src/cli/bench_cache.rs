@@ -1,9 +1,11 @@
-//! `cachedit bench-cache`: the step cache on a model at 25 and 50 steps, uncached and with the
-//! reference configs; wall time, measured vs. ideal speedup, PSNR/SSIM against the uncached
-//! image, the classifier's "class kept" rate, and where the cache's overhead goes.
+//! `cachedit bench-cache`: every caching method on a model at 25 and 50 steps, uncached and
+//! with the reference configs; wall time, measured vs. ideal speedup, PSNR/SSIM against the
+//! uncached image, the classifier's "class kept" rate, the speed–quality Pareto front, and where
+//! the step cache's overhead goes.
 
 use super::bench::{machine, write_section, DeviceArgs};
 use anyhow::{bail, Context, Result};
+use cachedit_nodes::cache::config::MagCacheParams;
 use cachedit_nodes::cache::hook::{CallInfo, PlainForward, TransformerHook};
 use cachedit_nodes::cache::indicator::rel_l1;
 use cachedit_nodes::cache::noise::ReuseNoise;
@@ -73,8 +75,54 @@ fn classifier(config: &DiTConfig) -> Result<Option<Box<Classifier>>> {
     })))
 }
 
-/// The reference configs of issue 4, on the studio defaults (reuse noise 0.001 included).
-fn configs() -> Vec<(&'static str, Option<StepCacheConfig>)> {
+/// What the methods that need a model's own numbers were given: MagCache's magnitude ratios
+/// and TeaCache's rescale polynomial, each calibrated on uncached runs of seeds the table does
+/// not use.
+struct Calibrations {
+    mag_ratios: Vec<f64>,
+    tea_coefficients: Vec<f64>,
+}
+
+/// Calibrates MagCache (its `calibrate` mode) and TeaCache (`calibrate-teacache`'s fit) on
+/// `settings` with seeds far from the table's.
+fn calibrate(dit: &DiT, settings: &[SampleSettings]) -> Result<Calibrations> {
+    let mut mag = Vec::new();
+    let mut tea = cachedit_nodes::cache::teacache::Calibration::default();
+    for (k, s) in settings.iter().take(2).enumerate() {
+        let s = SampleSettings {
+            seed: 1000 + k as u64,
+            ..s.clone()
+        };
+        let noise = initial_noise(dit, &s, dit.device())?;
+        if k == 0 {
+            let config = StepCacheConfig::mag_cache(
+                0.0,
+                MagCacheParams {
+                    calibrate: true,
+                    ..MagCacheParams::default()
+                },
+            );
+            mag = run_once(dit, &s, &noise, Some(&config))?
+                .calls
+                .iter()
+                .filter_map(|c| c.diff)
+                .collect();
+        }
+        TransformerHook::<DiT>::reset(&mut tea);
+        denoise(dit, &s, &noise, &mut tea, &mut |_| Flow::Continue)?;
+    }
+    let (xs, ys): (Vec<f64>, Vec<f64>) = tea.pairs.iter().copied().unzip();
+    let tea_coefficients = cachedit_nodes::cache::teacache::fit_polynomial(&xs, &ys, 4)
+        .context("TeaCache calibration: too few pairs for a quartic")?;
+    Ok(Calibrations {
+        mag_ratios: mag,
+        tea_coefficients,
+    })
+}
+
+/// The reference configs of issue 4 on the studio defaults (reuse noise 0.001 included), then
+/// every other method at the setting of its example workflow.
+fn configs(cal: &Calibrations) -> Vec<(&'static str, Option<StepCacheConfig>)> {
     let studio = StepCacheConfig::studio_default;
     vec![
         ("uncached", None),
@@ -115,8 +163,67 @@ fn configs() -> Vec<(&'static str, Option<StepCacheConfig>)> {
             "FBCache R0.03 (diffusers)",
             Some(StepCacheConfig::first_block(0.03)),
         ),
-        ("TeaCache R0.05", Some(StepCacheConfig::tea_cache(0.05))),
+        (
+            "TeaCache R0.05, identity polynomial",
+            Some(StepCacheConfig::tea_cache(0.05)),
+        ),
+        (
+            "TeaCache R0.02, calibrated polynomial",
+            Some(StepCacheConfig {
+                teacache_coefficients: Some(cal.tea_coefficients.clone()),
+                ..StepCacheConfig::tea_cache(0.02)
+            }),
+        ),
+        (
+            "MagCache R0.03 K3, calibrated ratios",
+            Some(StepCacheConfig::mag_cache(
+                0.03,
+                MagCacheParams {
+                    mag_ratios: Some(cal.mag_ratios.clone()),
+                    ..MagCacheParams::default()
+                },
+            )),
+        ),
+        (
+            "PAB N2 (100, 800)",
+            Some(StepCacheConfig::threshold_free(Strategy::Pab)),
+        ),
+        (
+            "FasterCache (diffusers' defaults)",
+            Some(StepCacheConfig::threshold_free(Strategy::FasterCache)),
+        ),
+        ("DBPrune F1B0 R0.06 W4", {
+            let mut c = studio();
+            c.strategy = Strategy::DbPrune;
+            c.db.fn_compute_blocks = 1;
+            c.db.residual_diff_threshold = 0.06;
+            c.noise_scale = 0.0;
+            Some(c)
+        }),
+        ("EasyCache R0.05", {
+            let mut c = StepCacheConfig::threshold_free(Strategy::EasyCache);
+            c.easycache.reuse_threshold = 0.05;
+            Some(c)
+        }),
+        (
+            "FastCache R0.05 M0.1 residual",
+            Some(StepCacheConfig::threshold_free(Strategy::FastCache)),
+        ),
     ]
+}
+
+/// Indices of the rows no other row beats on both speed and quality (higher measured speedup
+/// and higher PSNR, at least one strictly).
+fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
+    (0..points.len())
+        .filter(|&i| {
+            let (s, q) = points[i];
+            !points
+                .iter()
+                .enumerate()
+                .any(|(j, &(s2, q2))| j != i && s2 >= s && q2 >= q && (s2 > s || q2 > q))
+        })
+        .collect()
 }
 
 /// One image's run.
@@ -410,7 +517,8 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
             .iter()
             .map(|s| initial_noise(dit, s, &loaded.device))
             .collect::<Result<Vec<_>, _>>()?;
-        let configs = configs();
+        let cal = calibrate(dit, &settings)?;
+        let configs = configs(&cal);
         // Warm-up: one uncached run, so no config pays first-call costs.
         if let (Some(s), Some(n)) = (settings.first(), noises.first()) {
             run_once(dit, s, n, None)?;
@@ -452,7 +560,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
             let wall_ms: f64 = set.iter().map(|r| r.ms).sum();
             let cpu = total_cpu(set);
             let calls: Vec<&CallRecord> = set.iter().flat_map(|r| &r.calls).collect();
-            let run_blocks: usize = calls.iter().map(|c| c.blocks_run).sum();
+            let work: f64 = calls.iter().map(|c| c.block_work()).sum();
             let all_blocks: usize = calls.iter().map(|c| c.blocks_total).sum();
             // PSNR over the whole set (pooled MSE), SSIM averaged.
             let mut sse = 0.0;
@@ -492,7 +600,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
                 cpu_ms: cpu,
                 speedup: base_ms / wall_ms.max(f64::MIN_POSITIVE),
                 cpu_speedup: base_cpu.zip(cpu).map(|(b, c)| b / c.max(f64::MIN_POSITIVE)),
-                ideal: all_blocks as f64 / run_blocks.max(1) as f64,
+                ideal: all_blocks as f64 / work.max(f64::MIN_POSITIVE),
                 psnr: if mse == 0.0 {
                     f64::INFINITY
                 } else {
@@ -505,7 +613,17 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
                     .count(),
                 calls: calls.len(),
                 class_kept,
-                front: config.as_ref().map(|c| c.db.fn_compute_blocks),
+                // The call-cost estimate models the step cache's calls (front blocks, then the
+                // middle reused or not); the other methods' calls are shaped otherwise.
+                front: config
+                    .as_ref()
+                    .filter(|c| {
+                        matches!(
+                            c.strategy,
+                            Strategy::Fixed | Strategy::Dynamic | Strategy::Adaptive
+                        )
+                    })
+                    .map(|c| c.db.fn_compute_blocks),
             });
         }
     }
@@ -546,7 +664,8 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
                 let speedup = r.calls as f64 * c.plain / cached.max(f64::MIN_POSITIVE);
                 format!("{:.2}", speedup / r.ideal)
             }
-            None => "1.00".into(),
+            None if r.signature == "NoCache" => "1.00".into(),
+            None => "n/a".into(),
         };
         let kept = r
             .class_kept
@@ -568,6 +687,26 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
             r.speedup / r.ideal,
             fmt_psnr(r.psnr),
             r.ssim,
+        ));
+    }
+    for &steps in &args.steps {
+        let at: Vec<&Row> = rows.iter().filter(|r| r.steps == steps).collect();
+        let points: Vec<(f64, f64)> = at.iter().map(|r| (r.speedup, r.psnr)).collect();
+        let front: Vec<String> = pareto_front(&points)
+            .into_iter()
+            .map(|i| {
+                format!(
+                    "{} ({:.2}x, {} dB)",
+                    at[i].name,
+                    at[i].speedup,
+                    fmt_psnr(at[i].psnr)
+                )
+            })
+            .collect();
+        table.push_str(&format!(
+            "\nPareto front at {steps} steps (measured speedup against PSNR; no other row is \
+             faster and closer at once): {}.\n",
+            front.join("; ")
         ));
     }
     if judge.is_none() {
@@ -621,4 +760,22 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pareto_front;
+
+    #[test]
+    fn the_front_keeps_the_rows_nothing_beats_on_both_axes() {
+        // (speedup, PSNR): 1 beats 0 on both; 2 is faster but worse; 3 ties 2 on speed, worse.
+        let points = [
+            (1.2, 30.0),
+            (1.3, 31.0),
+            (2.0, 20.0),
+            (2.0, 18.0),
+            (1.0, f64::INFINITY),
+        ];
+        assert_eq!(pareto_front(&points), vec![1, 2, 4]);
+    }
 }

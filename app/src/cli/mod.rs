@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_cache;
 pub mod bench_serve;
+pub mod calibrate;
 pub mod eval;
 pub mod run;
 pub mod stats;

@@ -130,6 +130,18 @@ fn describe_call(c: &CallRecord, hide_times: bool) -> String {
         c.blocks_run,
         c.blocks_total
     );
+    if c.attention_reused > 0 {
+        s.push_str(&format!(
+            "\nattention served from the cache in {} block(s)",
+            c.attention_reused
+        ));
+    }
+    if let Some(w) = c.work {
+        s.push_str(&format!("\nwork {w:.2} block-equivalents"));
+    }
+    if let Some(p) = &c.pattern {
+        s.push_str(&format!("\nblocks {p}"));
+    }
     if let Some(d) = c.diff {
         s.push_str(&format!("\nresidual diff {d:.4}"));
     }

@@ -260,6 +260,9 @@ pub struct StepCacheConfig {
     pub noise_seed: u64,
     /// MagCache's settings (used by `magcache` only).
     pub magcache: MagCacheParams,
+    /// TeaCache's rescale polynomial (highest power first) when given; `None` = the model
+    /// family's (`teacache`).
+    pub teacache_coefficients: Option<Vec<f64>>,
     /// Pyramid Attention Broadcast's (`pab`).
     pub pab: super::pab::PabParams,
     /// FasterCache's (`fastercache`).
@@ -306,6 +309,7 @@ impl StepCacheConfig {
             noise_scale: 0.0,
             noise_seed: 0,
             magcache: MagCacheParams::default(),
+            teacache_coefficients: None,
             pab: Default::default(),
             fastercache: Default::default(),
             dbprune: Default::default(),

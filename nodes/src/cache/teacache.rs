@@ -32,10 +32,134 @@ struct BranchState {
     accumulated: f64,
 }
 
+/// `numpy.polyfit(xs, ys, degree)`: the least-squares polynomial, highest power first (by
+/// Householder QR on the column-scaled Vandermonde matrix, as numpy's `lstsq` on its scaled
+/// one). `None` with fewer points than coefficients or non-finite data.
+pub fn fit_polynomial(xs: &[f64], ys: &[f64], degree: usize) -> Option<Vec<f64>> {
+    let n = xs.len();
+    let m = degree + 1;
+    if n != ys.len() || n < m || xs.iter().chain(ys).any(|v| !v.is_finite()) {
+        return None;
+    }
+    // Columns x^degree … x^0, each scaled to unit norm.
+    let mut a: Vec<Vec<f64>> = (0..m)
+        .map(|j| xs.iter().map(|&x| x.powi((degree - j) as i32)).collect())
+        .collect();
+    let scale: Vec<f64> = a
+        .iter()
+        .map(|c| c.iter().map(|v| v * v).sum::<f64>().sqrt())
+        .collect();
+    for (c, &s) in a.iter_mut().zip(&scale) {
+        if s > 0.0 {
+            c.iter_mut().for_each(|v| *v /= s);
+        }
+    }
+    let mut b = ys.to_vec();
+    // Householder QR, column by column, applied to b as it goes.
+    for k in 0..m {
+        let norm = a[k][k..].iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return None;
+        }
+        let alpha = if a[k][k] > 0.0 { -norm } else { norm };
+        let mut v: Vec<f64> = a[k][k..].to_vec();
+        v[0] -= alpha;
+        let vv: f64 = v.iter().map(|x| x * x).sum();
+        if vv == 0.0 {
+            continue;
+        }
+        for col in a.iter_mut().skip(k).chain(std::iter::once(&mut b)) {
+            let dot: f64 = v.iter().zip(&col[k..]).map(|(p, q)| p * q).sum();
+            let f = 2.0 * dot / vv;
+            for (x, vi) in col[k..].iter_mut().zip(&v) {
+                *x -= f * vi;
+            }
+        }
+    }
+    // Back substitution on R (upper m × m), then undo the scaling.
+    let mut coef = vec![0.0; m];
+    for i in (0..m).rev() {
+        let mut sum = b[i];
+        for j in i + 1..m {
+            sum -= a[j][i] * coef[j];
+        }
+        coef[i] = sum / a[i][i];
+    }
+    Some(
+        coef.iter()
+            .zip(&scale)
+            .map(|(c, s)| if *s > 0.0 { c / s } else { 0.0 })
+            .collect(),
+    )
+}
+
+/// One uncached run's TeaCache calibration data: per call after a branch's first, the
+/// relative L1 change of block 0's modulated input (x) and of the model's output (y) since
+/// that branch's previous call — the pairs the rescale polynomial is fitted to (y ≈ P(x)).
+#[derive(Debug, Default)]
+pub struct Calibration {
+    previous: BTreeMap<CfgBranch, (Tensor, Tensor)>,
+    pub pairs: Vec<(f64, f64)>,
+    records: Vec<CallRecord>,
+}
+
+impl<M: BlockTransformer + ?Sized> TransformerHook<M> for Calibration {
+    fn reset(&mut self) {
+        self.previous.clear();
+        self.records.clear();
+    }
+
+    fn call(
+        &mut self,
+        model: &M,
+        info: &CallInfo,
+        x: &Tensor,
+        timesteps: &Tensor,
+        cond: &Conditioning,
+    ) -> Result<Tensor> {
+        let started = Instant::now();
+        let order = run_order(model.block_lists());
+        let (mut streams, call) = model.embed(x, timesteps, cond)?;
+        let Some(modulated) = model.modulated_input(&streams, &call)? else {
+            candle_core::bail!(
+                "teacache calibration needs the model's modulated input, which it does not expose"
+            );
+        };
+        for &at in &order {
+            streams = model.block(at, &streams, &call)?;
+        }
+        let out = model.finish(&streams, &call)?;
+        let mut diff = None;
+        if let Some((prev_m, prev_out)) = self.previous.get(&info.branch) {
+            let pair = (rel_l1(prev_m, &modulated)?, rel_l1(prev_out, &out)?);
+            diff = Some(pair.0);
+            self.pairs.push(pair);
+        }
+        self.previous.insert(info.branch, (modulated, out.clone()));
+        model.device().synchronize()?;
+        let mut record = CallRecord::uncached(
+            info.step_index,
+            info.branch,
+            order.len(),
+            started.elapsed().as_secs_f64() * 1e3,
+        );
+        record.reason = Reason::Calibrating;
+        record.diff = diff;
+        self.records.push(record);
+        Ok(out)
+    }
+
+    fn drain_records(&mut self) -> Vec<CallRecord> {
+        std::mem::take(&mut self.records)
+    }
+}
+
 /// The TeaCache hook; one per sampler run.
 #[derive(Debug)]
 pub struct TeaCache {
     threshold: f64,
+    /// The rescale polynomial given in the config; `None` = the model family's.
+    coefficients: Option<Vec<f64>>,
     branches: BTreeMap<CfgBranch, BranchState>,
     records: Vec<CallRecord>,
     peak_bytes: usize,
@@ -46,8 +170,19 @@ impl TeaCache {
     /// model's ([`BlockTransformer::rescale_coefficients`]), identity without one.
     pub fn new(config: Arc<StepCacheConfig>) -> std::result::Result<Self, CacheConfigError> {
         config.validate()?;
+        if config
+            .teacache_coefficients
+            .as_ref()
+            .is_some_and(|c| c.is_empty() || c.iter().any(|v| !v.is_finite()))
+        {
+            return Err(super::config::invalid(
+                "coefficients",
+                "the rescale polynomial's coefficients, highest power first (finite numbers)",
+            ));
+        }
         Ok(TeaCache {
             threshold: config.db.residual_diff_threshold,
+            coefficients: config.teacache_coefficients.clone(),
             branches: BTreeMap::new(),
             records: Vec::new(),
             peak_bytes: 0,
@@ -88,7 +223,10 @@ impl<M: BlockTransformer + ?Sized> TransformerHook<M> for TeaCache {
         let forced = step == 0 || step + 1 == info.total_steps;
         let (decision, reason, measured) = match (&branch.previous_modulated, forced) {
             (Some(prev), false) => {
-                let coefficients = model.rescale_coefficients().unwrap_or(&IDENTITY);
+                let coefficients = match &self.coefficients {
+                    Some(c) => c.as_slice(),
+                    None => model.rescale_coefficients().unwrap_or(&IDENTITY),
+                };
                 branch.accumulated += rescale(coefficients, rel_l1(prev, &modulated)?);
                 if branch.accumulated < self.threshold && branch.previous_residual.is_some() {
                     (
@@ -176,6 +314,34 @@ impl<M: BlockTransformer + ?Sized> TransformerHook<M> for TeaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quartic_is_recovered_exactly_and_noisy_data_fit_as_numpy_polyfit() {
+        let truth = [
+            4.98651651e+02,
+            -2.83781631e+02,
+            5.58554382e+01,
+            -3.82021401,
+            0.264230861,
+        ];
+        let xs: Vec<f64> = (0..40).map(|i| 0.01 + i as f64 * 0.012).collect();
+        let ys: Vec<f64> = xs.iter().map(|&x| rescale(&truth, x)).collect();
+        let fit = fit_polynomial(&xs, &ys, 4).expect("fit");
+        for (a, b) in fit.iter().zip(&truth) {
+            assert!((a - b).abs() <= 1e-7 * b.abs().max(1.0), "{fit:?}");
+        }
+        // numpy 2.4.6: np.polyfit([0, 1, 2, 3, 4], [1, 3, 2, 5, 4], 1) = [0.8, 1.4].
+        let line = fit_polynomial(&[0., 1., 2., 3., 4.], &[1., 3., 2., 5., 4.], 1).expect("line");
+        assert!(
+            (line[0] - 0.8).abs() < 1e-12 && (line[1] - 1.4).abs() < 1e-12,
+            "{line:?}"
+        );
+        assert_eq!(
+            fit_polynomial(&[1.0, 2.0], &[1.0, 2.0], 4),
+            None,
+            "too few points"
+        );
+    }
 
     #[test]
     fn rescale_is_numpys_poly1d() {

@@ -42,8 +42,8 @@ fn count(params: &Params, name: &str) -> Result<usize, NodeError> {
     usize::try_from(v).map_err(|_| NodeError::Param(name.into(), format!("{v} is below 0")))
 }
 
-/// `mag_ratios` as numbers; the error names the param and the item.
-fn parse_ratios(text: &str) -> Result<Vec<f64>, NodeError> {
+/// A comma-separated list of numbers (brackets allowed); the error names `param` and the item.
+fn parse_numbers(text: &str, param: &str) -> Result<Vec<f64>, NodeError> {
     text.split(',')
         .map(|item| {
             let item = item
@@ -54,9 +54,7 @@ fn parse_ratios(text: &str) -> Result<Vec<f64>, NodeError> {
             item.parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| {
-                    NodeError::Param("mag_ratios".into(), format!("{item:?} is not a number"))
-                })
+                .ok_or_else(|| NodeError::Param(param.into(), format!("{item:?} is not a number")))
         })
         .collect()
 }
@@ -143,7 +141,17 @@ pub fn config_from_params(params: &Params) -> Result<StepCacheConfig, NodeError>
     // Their threshold is all they read; the hidden knobs must not leak into them.
     match c.strategy {
         Strategy::FirstBlock => c = StepCacheConfig::first_block(c.db.residual_diff_threshold),
-        Strategy::TeaCache => c = StepCacheConfig::tea_cache(c.db.residual_diff_threshold),
+        Strategy::TeaCache => {
+            let text = params.text("coefficients")?.trim();
+            c = StepCacheConfig {
+                teacache_coefficients: if text.is_empty() {
+                    None
+                } else {
+                    Some(parse_numbers(text, "coefficients")?)
+                },
+                ..StepCacheConfig::tea_cache(c.db.residual_diff_threshold)
+            };
+        }
         Strategy::MagCache => {
             let ratios = params.text("mag_ratios")?.trim();
             let params = MagCacheParams {
@@ -152,7 +160,7 @@ pub fn config_from_params(params: &Params) -> Result<StepCacheConfig, NodeError>
                 mag_ratios: if ratios.is_empty() {
                     None
                 } else {
-                    Some(parse_ratios(ratios)?)
+                    Some(parse_numbers(ratios, "mag_ratios")?)
                 },
                 calibrate: params.boolean("calibrate")?,
             };
@@ -380,6 +388,15 @@ impl NodeKind for CacheDitConfig {
                      to paste into mag_ratios",
                 )
                 .when("strategy", &["magcache"]),
+                ParamSpec::text(
+                    "coefficients",
+                    "",
+                    "teacache: the rescale polynomial, highest power first, comma-separated; \
+                     empty = the model family's (FLUX.1: TeaCache4FLUX's; none published for \
+                     DiT: identity); `cachedit calibrate-teacache` fits one for a model",
+                )
+                .advanced()
+                .when("strategy", &["teacache"]),
                 ParamSpec::int(
                     "spatial_attention_block_skip_range",
                     2,

@@ -360,13 +360,22 @@ fn prompt_settings(
     }))
 }
 
-/// The latent size `width` × `height` pixels ask for (`None`: the native size); the error
-/// names the param whose value does not fit the VAE's and the patch's multiples.
+/// The latent size the params' `width` × `height` pixels ask for (see [`latent_size_for`]).
 fn latent_size(model: &LoadedModel, params: &Params) -> Result<Option<(usize, usize)>, NodeError> {
-    let (w, h) = (
+    latent_size_for(
+        model,
         params.int("width")? as usize,
         params.int("height")? as usize,
-    );
+    )
+}
+
+/// The latent size `w` × `h` pixels ask for (`None`: the native size; 0 = that side native);
+/// the error names the param whose value does not fit the VAE's and the patch's multiples.
+pub fn latent_size_for(
+    model: &LoadedModel,
+    w: usize,
+    h: usize,
+) -> Result<Option<(usize, usize)>, NodeError> {
     if w == 0 && h == 0 {
         return Ok(None);
     }
@@ -455,10 +464,7 @@ pub(crate) fn scheduler_and_cfg(
 ) -> Result<(SchedulerKind, CfgMode), NodeError> {
     let scheduler_name = params.text("scheduler")?;
     let scheduler = if scheduler_name == AUTO_SCHEDULER {
-        config
-            .class_name()
-            .and_then(SchedulerKind::from_class_name)
-            .unwrap_or(SchedulerKind::DpmSolverMultistep)
+        SchedulerKind::auto_for(config)
     } else {
         SchedulerKind::parse(scheduler_name).ok_or_else(|| {
             NodeError::Param(

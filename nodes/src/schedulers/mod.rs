@@ -140,6 +140,15 @@ impl SchedulerKind {
         }
     }
 
+    /// The class a pipeline's scheduler config names (the Sampler's `auto`), else
+    /// DPM-Solver++.
+    pub fn auto_for(config: &SchedulerConfig) -> SchedulerKind {
+        config
+            .class_name()
+            .and_then(SchedulerKind::from_class_name)
+            .unwrap_or(SchedulerKind::DpmSolverMultistep)
+    }
+
     /// Where shares of a run lie on this class's timestep scale (see [`ShareMap`]), for an
     /// image of `image_seq_len` tokens.
     pub fn share_map(
