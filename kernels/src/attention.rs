@@ -36,15 +36,22 @@ impl AttentionShape {
 /// `softmax(q·kᵀ/√d)·v` per head. `qkv`: `[batch·tokens, 3·width]`, each row `[q | k | v]`
 /// with heads side by side inside each; `out`: `[batch·tokens, width]`, heads side by side.
 pub fn self_attention(qkv: &[f32], shape: AttentionShape, out: &mut [f32]) -> Result<()> {
-    self_attention_tiled(qkv, shape, out, tile_rows(shape.tokens))
+    self_attention_tiled(qkv, shape, out, tile_rows(shape.tokens), true)
 }
 
-/// [`self_attention`] with `tile` query rows per tile.
+/// [`self_attention`] on the calling thread only (inside work that is already split over the
+/// threads).
+pub fn self_attention_serial(qkv: &[f32], shape: AttentionShape, out: &mut [f32]) -> Result<()> {
+    self_attention_tiled(qkv, shape, out, tile_rows(shape.tokens), false)
+}
+
+/// [`self_attention`] with `tile` query rows per tile, over the thread pool when `parallel`.
 fn self_attention_tiled(
     qkv: &[f32],
     shape: AttentionShape,
     out: &mut [f32],
     tile: usize,
+    parallel: bool,
 ) -> Result<()> {
     let AttentionShape {
         batch,
@@ -101,7 +108,7 @@ fn self_attention_tiled(
         )
     };
     let threads = candle_core::utils::get_num_threads();
-    if threads > 1 && tasks.len() > 1 {
+    if parallel && threads > 1 && tasks.len() > 1 {
         candle_core::utils::with_threadpool(|| tasks.into_par_iter().try_for_each(run))?;
     } else {
         tasks.into_iter().try_for_each(run)?;
@@ -167,7 +174,7 @@ mod tests {
         // One tile of all 150 rows, as `self_attention` picks; and tiles of 64, 64 and 22.
         for tile in [tile_rows(s.tokens), 64] {
             let mut out = vec![0f32; s.batch * s.tokens * s.width()];
-            self_attention_tiled(&qkv, s, &mut out, tile).unwrap();
+            self_attention_tiled(&qkv, s, &mut out, tile, tile == 64).unwrap();
             let worst = out
                 .iter()
                 .zip(&want)

@@ -234,11 +234,27 @@ impl DiTBlock {
         labels: &Tensor,
         hook: Option<(&mut dyn AttentionHook, BlockAt)>,
     ) -> Result<Tensor> {
-        let cond = self.emb.forward(t_proj, labels)?;
-        let mods = self.ada_linear.forward(&cond.silu()?)?;
+        let mods = self.modulation(t_proj, labels)?;
         if super::cpu_block::applies(self, x) {
-            return super::cpu_block::forward(self, x, &mods, hook);
+            return super::cpu_block::forward(self, x, &mods, hook, crate::kernels::threads());
         }
+        self.forward_composed(x, &mods, hook)
+    }
+
+    /// The six adaLN modulation vectors `[B, 6·hidden]` for this call's conditioning.
+    pub(super) fn modulation(&self, t_proj: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let cond = self.emb.forward(t_proj, labels)?;
+        self.ada_linear.forward(&cond.silu()?)
+    }
+
+    /// The block from candle's ops (any device and dtype; the reference the CPU kernels are
+    /// tested against).
+    pub(super) fn forward_composed(
+        &self,
+        x: &Tensor,
+        mods: &Tensor,
+        hook: Option<(&mut dyn AttentionHook, BlockAt)>,
+    ) -> Result<Tensor> {
         let mods = mods.chunk(6, D::Minus1)?;
         let (shift_msa, scale_msa, gate_msa) = (&mods[0], &mods[1], &mods[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&mods[3], &mods[4], &mods[5]);

@@ -6,11 +6,11 @@
 //! rows are split over the threads, batch item by batch item (the modulation is per item).
 
 use super::block::{DiTBlock, Kernels};
-use crate::kernels::attention::{self_attention, AttentionShape};
+use crate::kernels::attention::{self_attention, self_attention_serial, AttentionShape};
 use crate::kernels::gemm::{matmul, MatMut, MatRef};
 use crate::kernels::scratch::Scratch;
 use crate::kernels::simd::{bias_gelu_in_place, gated_residual, layer_norm_modulate};
-use crate::kernels::{threads, CpuF32};
+use crate::kernels::CpuF32;
 use crate::models::blocks::{AttentionHook, AttentionOutput, BlockAt};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::Linear;
@@ -74,38 +74,57 @@ struct BlockWeights<'a> {
     ff_out: Weights<'a>,
 }
 
-/// A run of rows of one batch item, the unit of parallel work.
+/// A run of consecutive rows of the `[B·N, ·]` row order (it may span batch items), the unit of
+/// parallel work.
 #[derive(Debug, Clone, Copy)]
 struct Rows {
-    item: usize,
     first: usize,
     count: usize,
 }
 
-/// Splits every batch item's `tokens` rows into pieces so that the threads have work: one
-/// piece per item on one thread, about two pieces per thread in all otherwise (large pieces
-/// keep each product's weight packing amortised over many rows).
+impl Rows {
+    /// The batch items the rows cover, as (item, offset in the piece, rows): the modulation is
+    /// per item.
+    fn segments(self, tokens: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let tokens = tokens.max(1);
+        let end = self.first + self.count;
+        let mut at = self.first;
+        std::iter::from_fn(move || {
+            if at >= end {
+                return None;
+            }
+            let item = at / tokens;
+            let len = ((item + 1) * tokens).min(end) - at;
+            let segment = (item, at - self.first, len);
+            at += len;
+            Some(segment)
+        })
+    }
+}
+
+/// Splits the `batch·tokens` rows into pieces so that the threads have work: one piece on one
+/// thread (each product sees every row: its weight packing is paid once), about two pieces per
+/// thread otherwise.
 fn pieces(batch: usize, tokens: usize, threads: usize) -> Vec<Rows> {
-    let per_item = if threads <= 1 {
-        1
-    } else {
-        (2 * threads).div_ceil(batch.max(1)).clamp(1, tokens.max(1))
-    };
-    let size = tokens.div_ceil(per_item).max(1);
-    (0..batch)
-        .flat_map(|item| {
-            (0..tokens).step_by(size).map(move |first| Rows {
-                item,
-                first,
-                count: size.min(tokens - first),
-            })
+    let total = batch * tokens;
+    let count = if threads <= 1 { 1 } else { 2 * threads };
+    let size = total.div_ceil(count.clamp(1, total.max(1))).max(1);
+    (0..total)
+        .step_by(size)
+        .map(|first| Rows {
+            first,
+            count: size.min(total - first),
         })
         .collect()
 }
 
 /// Runs `f` over the pieces, in parallel when there is more than one thread.
-fn for_pieces<T: Send>(tasks: Vec<T>, f: impl Fn(T) -> Result<()> + Sync + Send) -> Result<()> {
-    if threads() > 1 && tasks.len() > 1 {
+fn for_pieces<T: Send>(
+    threads: usize,
+    tasks: Vec<T>,
+    f: impl Fn(T) -> Result<()> + Sync + Send,
+) -> Result<()> {
+    if threads > 1 && tasks.len() > 1 {
         candle_core::utils::with_threadpool(|| tasks.into_par_iter().try_for_each(f))
     } else {
         tasks.into_iter().try_for_each(f)
@@ -131,6 +150,7 @@ pub(super) fn forward(
     x: &Tensor,
     mods: &Tensor,
     hook: Option<(&mut dyn AttentionHook, BlockAt)>,
+    threads: usize,
 ) -> Result<Tensor> {
     let (batch, tokens, hidden) = x.dims3()?;
     let x = x.contiguous()?;
@@ -175,35 +195,32 @@ pub(super) fn forward(
     }
     let xs = xs.values();
     let ms = ms.values();
-    // mods[b] = [shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp], each `hidden`.
-    let modulation = |item: usize, which: usize| {
-        let at = (item * 6 + which) * hidden;
-        &ms[at..at + hidden]
+    let ctx = Ctx {
+        w: &w,
+        xs,
+        ms,
+        hidden,
+        tokens,
+        shape,
+        eps: (block.norm1.eps, block.norm3.eps),
     };
-    let rows_of = |r: Rows| (item_row(r, tokens), r.count);
-    let parts = pieces(batch, tokens, threads());
+    let mut result = vec![0f32; batch * tokens * hidden];
+    // With at least as many batch items as threads (a CFG batch of 2 on 2 cores) each item
+    // runs the whole block on one thread: one parallel region per block, whole-item products.
+    if hook.is_none() && threads > 1 && batch >= threads {
+        let tasks: Vec<(usize, &mut [f32])> =
+            result.chunks_mut(tokens * hidden).enumerate().collect();
+        for_pieces(threads, tasks, |(item, dst)| ctx.item_block(item, dst))?;
+        return Tensor::from_vec(result, (batch, tokens, hidden), &Device::Cpu);
+    }
+    let parts = pieces(batch, tokens, threads);
 
     // LN + modulate, q/k/v, attention: the attention before its output projection,
     // `[B·N, width]`.
     let attend = || -> Result<Scratch> {
-        // h = LN(x)·(1 + scale_msa) + shift_msa; qkv = [h·Wqᵀ + bq | h·Wkᵀ + bk | h·Wvᵀ + bv].
         let mut qkv = Scratch::take(batch * tokens * 3 * width);
-        let tasks = split_rows(&mut qkv, &parts, tokens, 3 * width);
-        for_pieces(tasks, |(r, dst)| {
-            let (first, n) = rows_of(r);
-            let mut h = Scratch::take(n * hidden);
-            layer_norm_modulate(
-                &xs[first * hidden..(first + n) * hidden],
-                &mut h,
-                modulation(r.item, 0),
-                modulation(r.item, 1),
-                block.norm1.eps,
-            );
-            for (j, lin) in [&w.q, &w.k, &w.v].into_iter().enumerate() {
-                lin.apply(&h, n, &mut dst[j * width..], 3 * width)?;
-            }
-            Ok(())
-        })?;
+        let tasks = split_rows(&mut qkv, &parts, 3 * width);
+        for_pieces(threads, tasks, |(r, dst)| ctx.qkv_rows(r, dst))?;
         let mut att = Scratch::take(batch * tokens * width);
         self_attention(&qkv, shape, &mut att)?;
         Ok(att)
@@ -215,9 +232,9 @@ pub(super) fn forward(
             let mut module = || -> Result<AttentionOutput> {
                 let att = attend()?;
                 let mut projected = vec![0f32; batch * tokens * hidden];
-                let tasks = split_rows(&mut projected, &parts, tokens, hidden);
-                for_pieces(tasks, |(r, dst)| {
-                    let (first, n) = rows_of(r);
+                let tasks = split_rows(&mut projected, &parts, hidden);
+                for_pieces(threads, tasks, |(r, dst)| {
+                    let (first, n) = (r.first, r.count);
                     w.out
                         .apply(&att[first * width..(first + n) * width], n, dst, hidden)
                 })?;
@@ -246,53 +263,144 @@ pub(super) fn forward(
         },
         Attention::Raw(_) => None,
     };
-
-    // x1 = x + gate_msa ⊙ attn; h2 = LN(x1)·(1 + scale_mlp) + shift_mlp;
-    // out = x1 + gate_mlp ⊙ (gelu(h2·W1ᵀ + b1)·W2ᵀ + b2).
-    let inner = w.ff_in.out;
-    let mut result = vec![0f32; batch * tokens * hidden];
-    let tasks = split_rows(&mut result, &parts, tokens, hidden);
-    for_pieces(tasks, |(r, dst)| {
-        let (first, n) = rows_of(r);
-        let rows = first * hidden..(first + n) * hidden;
-        let mut x1 = Scratch::take(n * hidden);
-        match (&attention, &projected) {
-            (_, Some(p)) => x1.copy_from_slice(&p.values()[rows.clone()]),
+    let tasks = split_rows(&mut result, &parts, hidden);
+    for_pieces(threads, tasks, |(r, dst)| {
+        let (first, n) = (r.first, r.count);
+        let att = match (&attention, &projected) {
+            (_, Some(p)) => {
+                AttentionRows::Projected(&p.values()[first * hidden..(first + n) * hidden])
+            }
             (Attention::Raw(att), None) => {
-                w.out
-                    .apply(&att[first * width..(first + n) * width], n, &mut x1, hidden)?
+                AttentionRows::Raw(&att[first * width..(first + n) * width])
             }
             (Attention::Projected(_), None) => {
                 candle_core::bail!("DiT block: attention output unreadable")
             }
+        };
+        ctx.mlp_rows(r, att, dst)
+    })?;
+    Tensor::from_vec(result, (batch, tokens, hidden), &Device::Cpu)
+}
+
+/// What the row passes of one block call read.
+struct Ctx<'a> {
+    w: &'a BlockWeights<'a>,
+    xs: &'a [f32],
+    /// `[B, 6·hidden]`: shift, scale, gate for attention, then for the MLP, per item.
+    ms: &'a [f32],
+    hidden: usize,
+    tokens: usize,
+    shape: AttentionShape,
+    /// (norm1, norm3) epsilons.
+    eps: (f32, f32),
+}
+
+/// The attention rows the last pass starts from.
+enum AttentionRows<'a> {
+    /// Before the output projection.
+    Raw(&'a [f32]),
+    /// Projected (a hook's output).
+    Projected(&'a [f32]),
+}
+
+impl Ctx<'_> {
+    fn modulation(&self, item: usize, which: usize) -> &[f32] {
+        let at = (item * 6 + which) * self.hidden;
+        &self.ms[at..at + self.hidden]
+    }
+
+    /// `dst` (the piece's rows of `[q | k | v]`) ← LN(x)·(1 + scale_msa) + shift_msa, projected.
+    fn qkv_rows(&self, r: Rows, dst: &mut [f32]) -> Result<()> {
+        let (first, n) = (r.first, r.count);
+        let hidden = self.hidden;
+        let width = self.shape.width();
+        let mut h = Scratch::take(n * hidden);
+        for (item, at, len) in r.segments(self.tokens) {
+            let rows = (first + at) * hidden..(first + at + len) * hidden;
+            layer_norm_modulate(
+                &self.xs[rows],
+                &mut h[at * hidden..(at + len) * hidden],
+                self.modulation(item, 0),
+                self.modulation(item, 1),
+                self.eps.0,
+            );
         }
-        gated_residual(&xs[rows], &mut x1, modulation(r.item, 2));
+        for (j, lin) in [&self.w.q, &self.w.k, &self.w.v].into_iter().enumerate() {
+            lin.apply(&h, n, &mut dst[j * width..], 3 * width)?;
+        }
+        Ok(())
+    }
+
+    /// `dst` ← x1 + gate_mlp ⊙ (gelu(h2·W1ᵀ + b1)·W2ᵀ + b2), with x1 = x + gate_msa ⊙ attn and
+    /// h2 = LN(x1)·(1 + scale_mlp) + shift_mlp, for the piece's rows.
+    fn mlp_rows(&self, r: Rows, att: AttentionRows<'_>, dst: &mut [f32]) -> Result<()> {
+        let (first, n) = (r.first, r.count);
+        let hidden = self.hidden;
+        let mut x1 = Scratch::take(n * hidden);
+        match att {
+            AttentionRows::Projected(p) => x1.copy_from_slice(p),
+            AttentionRows::Raw(a) => self.w.out.apply(a, n, &mut x1, hidden)?,
+        }
         let mut h2 = Scratch::take(n * hidden);
-        layer_norm_modulate(
-            &x1,
-            &mut h2,
-            modulation(r.item, 3),
-            modulation(r.item, 4),
-            block.norm3.eps,
-        );
+        for (item, at, len) in r.segments(self.tokens) {
+            let local = at * hidden..(at + len) * hidden;
+            let rows = (first + at) * hidden..(first + at + len) * hidden;
+            gated_residual(
+                &self.xs[rows],
+                &mut x1[local.clone()],
+                self.modulation(item, 2),
+            );
+            layer_norm_modulate(
+                &x1[local.clone()],
+                &mut h2[local],
+                self.modulation(item, 3),
+                self.modulation(item, 4),
+                self.eps.1,
+            );
+        }
+        let inner = self.w.ff_in.out;
         let mut f = Scratch::take(n * inner);
         matmul(
             MatMut::row_major(&mut f, n, inner)?,
             MatRef::row_major(&h2, n, hidden)?,
-            MatRef::row_major(w.ff_in.weight.values(), inner, hidden)?.t(),
+            MatRef::row_major(self.w.ff_in.weight.values(), inner, hidden)?.t(),
             false,
             1.0,
             1,
         )?;
-        match &w.ff_in.bias {
+        match &self.w.ff_in.bias {
             Some(b) => bias_gelu_in_place(&mut f, b.values()),
             None => bias_gelu_in_place(&mut f, &vec![0f32; inner]),
         }
-        w.ff_out.apply(&f, n, dst, hidden)?;
-        gated_residual(&x1, dst, modulation(r.item, 5));
+        self.w.ff_out.apply(&f, n, dst, hidden)?;
+        for (item, at, len) in r.segments(self.tokens) {
+            let local = at * hidden..(at + len) * hidden;
+            gated_residual(
+                &x1[local.clone()],
+                &mut dst[local],
+                self.modulation(item, 5),
+            );
+        }
         Ok(())
-    })?;
-    Tensor::from_vec(result, (batch, tokens, hidden), &Device::Cpu)
+    }
+
+    /// The whole block for batch item `item`, on this thread, into `dst` (its rows).
+    fn item_block(&self, item: usize, dst: &mut [f32]) -> Result<()> {
+        let rows = Rows {
+            first: item * self.tokens,
+            count: self.tokens,
+        };
+        let width = self.shape.width();
+        let mut qkv = Scratch::take(self.tokens * 3 * width);
+        self.qkv_rows(rows, &mut qkv)?;
+        let mut att = Scratch::take(self.tokens * width);
+        let one = AttentionShape {
+            batch: 1,
+            ..self.shape
+        };
+        self_attention_serial(&qkv, one, &mut att)?;
+        self.mlp_rows(rows, AttentionRows::Raw(&att), dst)
+    }
 }
 
 /// The attention module's result as the last pass reads it.
@@ -310,23 +418,17 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("CACHEDIT_CPU_KERNELS").map_or(true, |v| v != "off"))
 }
 
-/// The first row of a piece in the `[B·N, ·]` row order.
-fn item_row(r: Rows, tokens: usize) -> usize {
-    r.item * tokens + r.first
-}
-
 /// `buffer` (rows of `width`) cut into the pieces' rows, each with its piece.
 fn split_rows<'a>(
     buffer: &'a mut [f32],
     parts: &[Rows],
-    tokens: usize,
     width: usize,
 ) -> Vec<(Rows, &'a mut [f32])> {
     let mut rest = buffer;
     let mut at = 0;
     let mut out = Vec::with_capacity(parts.len());
     for &r in parts {
-        let start = item_row(r, tokens) * width;
+        let start = r.first * width;
         let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
         let (mine, tail) = tail.split_at_mut(r.count * width);
         out.push((r, mine));
@@ -339,19 +441,89 @@ fn split_rows<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::dit::block::BlockDims;
+    use candle_nn::VarBuilder;
+    use std::collections::HashMap;
+
+    /// A block with seeded random weights (hidden 64: 2 heads of 32).
+    fn random_block() -> DiTBlock {
+        let dims = BlockDims {
+            hidden: 64,
+            heads: 2,
+            head_dim: 32,
+            num_classes: 10,
+            attention_bias: true,
+            norm_eps: 1e-5,
+        };
+        let mut rng = crate::rng::Rng::new(3);
+        let mut tensors = HashMap::new();
+        let mut put = |name: &str, shape: &[usize]| {
+            let t = rng.randn(shape.to_vec(), &Device::Cpu).expect("randn");
+            tensors.insert(name.to_string(), (t * 0.1).expect("scale"));
+        };
+        for (name, out, inp) in [
+            ("attn1.to_q", 64, 64),
+            ("attn1.to_k", 64, 64),
+            ("attn1.to_v", 64, 64),
+            ("attn1.to_out.0", 64, 64),
+            ("ff.net.0.proj", 256, 64),
+            ("ff.net.2", 64, 256),
+            ("norm1.linear", 384, 64),
+            ("norm1.emb.timestep_embedder.linear_1", 64, 256),
+            ("norm1.emb.timestep_embedder.linear_2", 64, 64),
+        ] {
+            put(&format!("{name}.weight"), &[out, inp]);
+            put(&format!("{name}.bias"), &[out]);
+        }
+        put("norm1.emb.class_embedder.embedding_table.weight", &[11, 64]);
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        DiTBlock::new(vb, dims).expect("block")
+    }
 
     #[test]
-    fn pieces_cover_every_row_once_in_order() {
+    fn the_kernels_give_candles_block_on_every_split() {
+        let block = random_block();
+        for batch in [1, 2, 3] {
+            let mut rng = crate::rng::Rng::new(batch as u64);
+            let x = rng.randn((batch, 37, 64), &Device::Cpu).expect("x");
+            let mods = (rng.randn((batch, 384), &Device::Cpu).expect("mods") * 0.3).expect("scale");
+            let want = block.forward_composed(&x, &mods, None).expect("candle");
+            // 1 thread: one piece of every row; 2 and 3: per item or row pieces.
+            for threads in [1, 2, 3] {
+                let ours = forward(&block, &x, &mods, None, threads).expect("kernels");
+                let err = (&ours - &want)
+                    .and_then(|d| d.abs())
+                    .and_then(|d| d.max_all())
+                    .and_then(|d| d.to_scalar::<f32>())
+                    .expect("diff");
+                let scale = want
+                    .abs()
+                    .and_then(|d| d.max_all())
+                    .and_then(|d| d.to_scalar::<f32>())
+                    .expect("max");
+                assert!(
+                    err <= 2e-6 * scale,
+                    "batch {batch}, {threads} threads: {err} of {scale}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_cover_every_row_once_and_segments_follow_the_items() {
         for (batch, tokens, threads) in [(2, 256, 1), (2, 256, 2), (1, 7, 4), (3, 5, 16)] {
             let p = pieces(batch, tokens, threads);
             let rows: Vec<usize> = p
                 .iter()
-                .flat_map(|r| (0..r.count).map(move |i| item_row(*r, tokens) + i))
+                .flat_map(|r| (0..r.count).map(move |i| r.first + i))
                 .collect();
             assert_eq!(rows, (0..batch * tokens).collect::<Vec<_>>());
             if threads == 1 {
-                assert_eq!(p.len(), batch, "one piece per item on one thread");
+                assert_eq!(p.len(), 1, "one piece of every row on one thread");
             }
         }
+        // Rows 3..9 of items of 4 tokens: item 0 rows 3, item 1 rows 4..8, item 2 row 8.
+        let segments: Vec<_> = Rows { first: 3, count: 6 }.segments(4).collect();
+        assert_eq!(segments, vec![(0, 0, 1), (1, 1, 4), (2, 5, 1)]);
     }
 }
