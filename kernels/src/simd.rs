@@ -287,6 +287,49 @@ fn gated_residual_body<F: MulAdd>(residual: &[f32], y: &mut [f32], gate: &[f32])
     }
 }
 
+/// `(Σ term(a − b), Σ term(a))` in [`LANES`] f32 partial sums each, added up in f64; `term`
+/// adds one element's share to a running sum (`|d|` for L1, `d²` for L2).
+#[inline(always)]
+fn distance_sums<T: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], term: T) -> (f64, f64) {
+    let mut diff = [0f32; LANES];
+    let mut norm = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for i in 0..LANES {
+            diff[i] = term(diff[i], xa[i] - xb[i]);
+            norm[i] = term(norm[i], xa[i]);
+        }
+    }
+    let mut d: f64 = diff.iter().map(|&v| v as f64).sum();
+    let mut n: f64 = norm.iter().map(|&v| v as f64).sum();
+    for (&x, &y) in ta.iter().zip(tb) {
+        d += term(0.0, x - y) as f64;
+        n += term(0.0, x) as f64;
+    }
+    (d, n)
+}
+
+#[inline(always)]
+fn l1_distance_body<F: MulAdd>(a: &[f32], b: &[f32]) -> (f64, f64) {
+    distance_sums(a, b, |sum, d| sum + d.abs())
+}
+
+#[inline(always)]
+fn l2_distance_body<F: MulAdd>(a: &[f32], b: &[f32]) -> (f64, f64) {
+    distance_sums(a, b, |sum, d| F::mul_add(d, d, sum))
+}
+
+dispatch! {
+    /// `(Σ|a − b|, Σ|a|)` over two slices of one length (a relative L1 distance's sums).
+    pub fn l1_distance(a: &[f32], b: &[f32]) -> (f64, f64) = l1_distance_body
+}
+
+dispatch! {
+    /// `(Σ(a − b)², Σa²)` over two slices of one length (a relative L2 distance's sums).
+    pub fn l2_distance(a: &[f32], b: &[f32]) -> (f64, f64) = l2_distance_body
+}
+
 dispatch! {
     /// `x ← e^x` for every element (inputs clamped to [-87, 88]).
     pub fn exp_in_place(xs: &mut [f32]) = exp_body
@@ -410,6 +453,32 @@ mod tests {
             );
             assert!(e < 1e-6, "{e:e}");
         }
+    }
+
+    #[test]
+    fn distance_sums_match_f64() {
+        let a: Vec<f32> = (0..1037)
+            .map(|i| ((i * 37) % 101) as f32 * 0.01 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..1037)
+            .map(|i| ((i * 53) % 97) as f32 * 0.01 - 0.4)
+            .collect();
+        let (d1, n1) = l1_distance(&a, &b);
+        let want1: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64 - *y as f64).abs())
+            .sum();
+        let norm1: f64 = a.iter().map(|x| (*x as f64).abs()).sum();
+        assert!((d1 - want1).abs() < 1e-5 * want1 && (n1 - norm1).abs() < 1e-5 * norm1);
+        let (d2, n2) = l2_distance(&a, &b);
+        let want2: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum();
+        let norm2: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
+        assert!((d2 - want2).abs() < 1e-5 * want2 && (n2 - norm2).abs() < 1e-5 * norm2);
     }
 
     #[test]

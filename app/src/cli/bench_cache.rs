@@ -88,10 +88,17 @@ struct Calibrations {
 fn calibrate(dit: &DiT, settings: &[SampleSettings]) -> Result<Calibrations> {
     let mut mag = Vec::new();
     let mut tea = cachedit_nodes::cache::teacache::Calibration::default();
-    for (k, s) in settings.iter().take(2).enumerate() {
+    // Two runs, more when the step count is too short for a quartic's worth of pairs.
+    let Some(first) = settings.first() else {
+        bail!("no settings to calibrate on");
+    };
+    for k in 0..8 {
+        if k >= 2 && tea.pairs.len() >= 16 {
+            break;
+        }
         let s = SampleSettings {
             seed: 1000 + k as u64,
-            ..s.clone()
+            ..settings.get(k).unwrap_or(first).clone()
         };
         let noise = initial_noise(dit, &s, dit.device())?;
         if k == 0 {

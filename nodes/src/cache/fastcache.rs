@@ -132,6 +132,17 @@ pub fn motion_tokens(current: &Tensor, previous: &Tensor, tau: f64) -> Result<Op
 
 /// `‖a − b‖_F / ‖b‖_F` in f32 (∞ when `b` is 0).
 fn relative_change(a: &Tensor, b: &Tensor) -> Result<f64> {
+    if a.dims() == b.dims() {
+        if let (Some(x), Some(y)) = (crate::kernels::CpuF32::of(b), crate::kernels::CpuF32::of(a)) {
+            // (Σ(b − a)², Σb²): the stored input is the reference.
+            let (num, den) = crate::kernels::simd::l2_distance(x.values(), y.values());
+            return Ok(if den > 0.0 {
+                (num / den).sqrt()
+            } else {
+                f64::INFINITY
+            });
+        }
+    }
     let a = a.to_dtype(DType::F32)?;
     let b = b.to_dtype(DType::F32)?;
     let num = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64;

@@ -40,6 +40,16 @@ pub fn sentinel(threshold: f64) -> Option<Similarity> {
 /// tensor's dtype) and fetched in one transfer (one device sync); the ratio of sums equals the
 /// ratio of means.
 pub fn rel_l1(prev: &Tensor, cur: &Tensor) -> Result<f64> {
+    // f32 on the CPU: both sums in one vectorised pass (f32 lanes, as torch's f32 reduction).
+    if prev.dims() == cur.dims() {
+        if let (Some(a), Some(b)) = (
+            crate::kernels::CpuF32::of(prev),
+            crate::kernels::CpuF32::of(cur),
+        ) {
+            let (num, den) = crate::kernels::simd::l1_distance(a.values(), b.values());
+            return Ok(if den > 0.0 { num / den } else { f64::INFINITY });
+        }
+    }
     let work = if prev.dtype() == DType::F64 || cur.dtype() == DType::F64 {
         DType::F64
     } else {

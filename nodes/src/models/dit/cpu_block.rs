@@ -17,15 +17,15 @@ use candle_nn::Linear;
 use rayon::prelude::*;
 
 /// A linear layer's weight `[out, in]` and bias, borrowed.
-struct Weights<'a> {
+pub(super) struct Weights<'a> {
     weight: CpuF32<'a>,
     bias: Option<CpuF32<'a>>,
-    out: usize,
-    inp: usize,
+    pub(super) out: usize,
+    pub(super) inp: usize,
 }
 
 impl<'a> Weights<'a> {
-    fn of(linear: &'a Linear) -> Option<Self> {
+    pub(super) fn of(linear: &'a Linear) -> Option<Self> {
         let (out, inp) = linear.weight().dims2().ok()?;
         let bias = match linear.bias() {
             Some(b) => Some(CpuF32::of(b)?),
@@ -40,7 +40,13 @@ impl<'a> Weights<'a> {
     }
 
     /// `dst (rows × out, row stride dst_rs) ← x · Wᵀ + b`.
-    fn apply(&self, x: &[f32], rows: usize, dst: &mut [f32], dst_rs: usize) -> Result<()> {
+    pub(super) fn apply(
+        &self,
+        x: &[f32],
+        rows: usize,
+        dst: &mut [f32],
+        dst_rs: usize,
+    ) -> Result<()> {
         match &self.bias {
             Some(b) => {
                 for row in dst.chunks_mut(dst_rs).take(rows) {
@@ -102,12 +108,19 @@ impl Rows {
     }
 }
 
+/// Rows a piece keeps at least: fewer make products too thin to pay for their packing.
+const MIN_PIECE_ROWS: usize = 32;
+
 /// Splits the `batch·tokens` rows into pieces so that the threads have work: one piece on one
 /// thread (each product sees every row: its weight packing is paid once), about two pieces per
-/// thread otherwise.
+/// thread otherwise, none thinner than [`MIN_PIECE_ROWS`].
 fn pieces(batch: usize, tokens: usize, threads: usize) -> Vec<Rows> {
     let total = batch * tokens;
-    let count = if threads <= 1 { 1 } else { 2 * threads };
+    let count = if threads <= 1 {
+        1
+    } else {
+        (2 * threads).min(total / MIN_PIECE_ROWS).max(1)
+    };
     let size = total.div_ceil(count.clamp(1, total.max(1))).max(1);
     (0..total)
         .step_by(size)
@@ -206,22 +219,38 @@ pub(super) fn forward(
     };
     let mut result = vec![0f32; batch * tokens * hidden];
     // With at least as many batch items as threads (a CFG batch of 2 on 2 cores) each item
-    // runs the whole block on one thread: one parallel region per block, whole-item products.
-    if hook.is_none() && threads > 1 && batch >= threads {
+    // runs on one thread: whole-item products, attention without splitting; without a hook the
+    // whole block is one parallel region.
+    let by_item = threads > 1 && batch >= threads;
+    if by_item && hook.is_none() {
         let tasks: Vec<(usize, &mut [f32])> =
             result.chunks_mut(tokens * hidden).enumerate().collect();
         for_pieces(threads, tasks, |(item, dst)| ctx.item_block(item, dst))?;
         return Tensor::from_vec(result, (batch, tokens, hidden), &Device::Cpu);
     }
-    let parts = pieces(batch, tokens, threads);
+    let parts = if by_item {
+        (0..batch)
+            .map(|item| Rows {
+                first: item * tokens,
+                count: tokens,
+            })
+            .collect()
+    } else {
+        pieces(batch, tokens, threads)
+    };
 
     // LN + modulate, q/k/v, attention: the attention before its output projection,
     // `[B·N, width]`.
     let attend = || -> Result<Scratch> {
+        let mut att = Scratch::take(batch * tokens * width);
+        if by_item {
+            let tasks = split_rows(&mut att, &parts, width);
+            for_pieces(threads, tasks, |(r, dst)| ctx.item_attention(r, dst))?;
+            return Ok(att);
+        }
         let mut qkv = Scratch::take(batch * tokens * 3 * width);
         let tasks = split_rows(&mut qkv, &parts, 3 * width);
         for_pieces(threads, tasks, |(r, dst)| ctx.qkv_rows(r, dst))?;
-        let mut att = Scratch::take(batch * tokens * width);
         self_attention(&qkv, shape, &mut att)?;
         Ok(att)
     };
@@ -384,21 +413,27 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The attention (before its projection) of the batch item whose rows `r` are, on this
+    /// thread, into `dst`.
+    fn item_attention(&self, r: Rows, dst: &mut [f32]) -> Result<()> {
+        let width = self.shape.width();
+        let mut qkv = Scratch::take(r.count * 3 * width);
+        self.qkv_rows(r, &mut qkv)?;
+        let one = AttentionShape {
+            batch: 1,
+            ..self.shape
+        };
+        self_attention_serial(&qkv, one, dst)
+    }
+
     /// The whole block for batch item `item`, on this thread, into `dst` (its rows).
     fn item_block(&self, item: usize, dst: &mut [f32]) -> Result<()> {
         let rows = Rows {
             first: item * self.tokens,
             count: self.tokens,
         };
-        let width = self.shape.width();
-        let mut qkv = Scratch::take(self.tokens * 3 * width);
-        self.qkv_rows(rows, &mut qkv)?;
-        let mut att = Scratch::take(self.tokens * width);
-        let one = AttentionShape {
-            batch: 1,
-            ..self.shape
-        };
-        self_attention_serial(&qkv, one, &mut att)?;
+        let mut att = Scratch::take(self.tokens * self.shape.width());
+        self.item_attention(rows, &mut att)?;
         self.mlp_rows(rows, AttentionRows::Raw(&att), dst)
     }
 }
@@ -413,7 +448,7 @@ enum Attention {
 
 /// Whether the CPU kernels run the block: yes unless `CACHEDIT_CPU_KERNELS=off` (for
 /// comparing with candle's own ops, which then run every step).
-pub fn enabled() -> bool {
+pub(super) fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("CACHEDIT_CPU_KERNELS").map_or(true, |v| v != "off"))
 }
@@ -444,6 +479,19 @@ mod tests {
     use crate::models::dit::block::BlockDims;
     use candle_nn::VarBuilder;
     use std::collections::HashMap;
+
+    /// An attention hook that always computes (the seam's path, same numbers).
+    struct Compute;
+
+    impl AttentionHook for Compute {
+        fn attention(
+            &mut self,
+            _at: BlockAt,
+            compute: &mut dyn FnMut() -> Result<AttentionOutput>,
+        ) -> Result<AttentionOutput> {
+            compute()
+        }
+    }
 
     /// A block with seeded random weights (hidden 64: 2 heads of 32).
     fn random_block() -> DiTBlock {
@@ -489,8 +537,11 @@ mod tests {
             let mods = (rng.randn((batch, 384), &Device::Cpu).expect("mods") * 0.3).expect("scale");
             let want = block.forward_composed(&x, &mods, None).expect("candle");
             // 1 thread: one piece of every row; 2 and 3: per item or row pieces.
-            for threads in [1, 2, 3] {
-                let ours = forward(&block, &x, &mods, None, threads).expect("kernels");
+            for (threads, hooked) in [(1, false), (2, false), (3, false), (1, true), (2, true)] {
+                let mut seam = Compute;
+                let at = BlockAt { list: 0, index: 0 };
+                let hook = hooked.then_some((&mut seam as &mut dyn AttentionHook, at));
+                let ours = forward(&block, &x, &mods, hook, threads).expect("kernels");
                 let err = (&ours - &want)
                     .and_then(|d| d.abs())
                     .and_then(|d| d.max_all())
@@ -503,7 +554,7 @@ mod tests {
                     .expect("max");
                 assert!(
                     err <= 2e-6 * scale,
-                    "batch {batch}, {threads} threads: {err} of {scale}"
+                    "batch {batch}, {threads} threads, hook {hooked}: {err} of {scale}"
                 );
             }
         }

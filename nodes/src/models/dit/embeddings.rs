@@ -164,6 +164,14 @@ impl PatchEmbed {
         let (b, c, height, width) = x.dims4()?;
         let p = self.patch;
         let (h, w) = (height / p, width / p);
+        let pos = if h == self.base_grid && w == self.base_grid {
+            self.native_pos.clone()
+        } else {
+            sincos_2d(self.hidden, h, w, self.base_grid, x.device())?.to_dtype(x.dtype())?
+        };
+        if super::cpu_io::applies(x) && super::cpu_io::applies(&self.weight) {
+            return super::cpu_io::patch_embed(x, p, &self.weight, &self.bias, &pos);
+        }
         let patches = x
             .reshape((b, c, h, p, w, p))?
             .permute((0, 2, 4, 1, 3, 5))?
@@ -171,11 +179,6 @@ impl PatchEmbed {
         let tokens = patches
             .broadcast_matmul(&self.weight.t()?)?
             .broadcast_add(&self.bias)?;
-        let pos = if h == self.base_grid && w == self.base_grid {
-            self.native_pos.clone()
-        } else {
-            sincos_2d(self.hidden, h, w, self.base_grid, x.device())?.to_dtype(x.dtype())?
-        };
         tokens.broadcast_add(&pos)
     }
 }

@@ -3,6 +3,7 @@
 pub mod block;
 pub mod config;
 mod cpu_block;
+mod cpu_io;
 pub mod embeddings;
 pub mod grad_ops;
 pub mod model;

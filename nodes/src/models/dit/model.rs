@@ -179,17 +179,26 @@ impl DiT {
             .ok_or_else(|| candle_core::Error::msg("DiT has no blocks"))?;
         // diffusers takes the output conditioning from block 0's embedder.
         let cond = first.emb.forward(&call.t_proj, &call.labels)?;
-        let mods = self
-            .proj_out_1
-            .forward(&cond.silu()?)?
-            .chunk(2, D::Minus1)?;
+        let mods = self.proj_out_1.forward(&cond.silu()?)?;
+        let p = self.config.patch_size;
+        let c = self.config.out_channels();
+        if super::cpu_io::applies(hidden) && self.norm_out.kernels == Kernels::Fused {
+            return super::cpu_io::head(
+                hidden,
+                &mods,
+                self.norm_out.eps,
+                &self.proj_out_2,
+                call.grid,
+                p,
+                c,
+            );
+        }
+        let mods = mods.chunk(2, D::Minus1)?;
         let (shift, scale) = (&mods[0], &mods[1]);
         let x = modulate(&self.norm_out.forward(hidden)?, shift, scale)?;
         let x = self.proj_out_2.forward(&x)?;
         let (b, _, _) = x.dims3()?;
         let (h, w) = call.grid;
-        let p = self.config.patch_size;
-        let c = self.config.out_channels();
         // "nhwpqc -> nchpwq"
         x.reshape((b, h, w, p, p, c))?
             .permute((0, 5, 1, 3, 2, 4))?
