@@ -308,8 +308,9 @@ struct Row {
     front: Option<usize>,
 }
 
-/// Median ms of three kinds of call, measured interleaved (plain, computed, reused, in a
-/// rotating order) so that a busy machine slows all three alike.
+/// Lower-quartile ms of three kinds of call, measured interleaved (plain, computed, reused, in
+/// a rotating order) so that a busy machine slows all three alike; the neighbours' load only
+/// ever adds time, so a low quantile tracks the work where the median still wanders by ±4 %.
 struct CallCosts {
     plain: f64,
     /// A computed call on the heaviest path: front residual, indicator (one transfer), middle
@@ -319,10 +320,16 @@ struct CallCosts {
     reused: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The value a quarter of the way up the sorted samples.
+fn lower_quartile(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    v.get((v.len().saturating_sub(1)) / 4)
+        .copied()
+        .unwrap_or(0.0)
 }
+
+/// Rounds of the interleaved call-cost estimate (three calls each).
+const CALL_ROUNDS: usize = 150;
 
 fn call_costs(dit: &DiT, device: &Device, front: usize, rounds: usize) -> Result<CallCosts> {
     let cfg = dit.config();
@@ -389,7 +396,7 @@ fn call_costs(dit: &DiT, device: &Device, front: usize, rounds: usize) -> Result
             hook.drain_records();
         }
     }
-    let [plain, computed, reused] = times.map(median);
+    let [plain, computed, reused] = times.map(lower_quartile);
     Ok(CallCosts {
         plain,
         computed,
@@ -642,8 +649,8 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
          runs (all threads), which on a shared machine tracks the work where wall time also \
          tracks the other load. Measured = uncached ÷ cached (wall, CPU); ideal = block \
          evaluations uncached ÷ run. PSNR (pooled over the images) and SSIM are against the \
-         uncached image of the same seed. The estimate puts the median costs of interleaved \
-         plain, computed and reused calls (table below) together in this row's mix of calls: what \
+         uncached image of the same seed. The estimate puts the lower-quartile costs of \
+         {CALL_ROUNDS} interleaved rounds of plain, computed and reused calls (table below) together in this row's mix of calls: what \
          the ratio would be without the machine's other load. Load average (1 min) before / after: {} / {}.\n\n\
          | steps | config | signature | reused calls | wall s | CPU s | measured (wall) | measured (CPU) | ideal | measured/ideal (wall) | measured/ideal (CPU) | est. measured/ideal (calls) | PSNR dB | SSIM | class kept |\n\
          |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
@@ -660,7 +667,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
     let mut costs = BTreeMap::new();
     for front in rows.iter().filter_map(|r| r.front) {
         if let std::collections::btree_map::Entry::Vacant(e) = costs.entry(front) {
-            e.insert(call_costs(dit, &loaded.device, front, 60)?);
+            e.insert(call_costs(dit, &loaded.device, front, CALL_ROUNDS)?);
         }
     }
     for r in &rows {
@@ -724,7 +731,7 @@ pub fn run(args: &BenchCacheArgs) -> Result<()> {
     let outside_ms = outside.0 / outside.1.max(1) as f64;
     let mut overhead = overhead_table(dit, &loaded.device, 2, outside_ms)?;
     overhead.push_str(&format!(
-        "\nWhole calls, interleaved, median of 60 ({} blocks):\n\n\
+        "\nWhole calls, interleaved, lower quartile of {CALL_ROUNDS} ({} blocks):\n\n\
          | front blocks | plain call ms | computed call ms (overhead) | reused call ms | reused ÷ plain | blocks share |\n\
          |---:|---:|---:|---:|---:|---:|\n",
         dit.num_blocks()
