@@ -259,14 +259,22 @@ pub(super) fn forward(
     let attention = match hook {
         Some((hook, at)) => {
             let mut module = || -> Result<AttentionOutput> {
-                let att = attend()?;
                 let mut projected = vec![0f32; batch * tokens * hidden];
-                let tasks = split_rows(&mut projected, &parts, hidden);
-                for_pieces(threads, tasks, |(r, dst)| {
-                    let (first, n) = (r.first, r.count);
-                    w.out
-                        .apply(&att[first * width..(first + n) * width], n, dst, hidden)
-                })?;
+                if by_item {
+                    // One parallel region: each item's attention and its projection together.
+                    let tasks = split_rows(&mut projected, &parts, hidden);
+                    for_pieces(threads, tasks, |(r, dst)| {
+                        ctx.item_projected_attention(r, dst)
+                    })?;
+                } else {
+                    let att = attend()?;
+                    let tasks = split_rows(&mut projected, &parts, hidden);
+                    for_pieces(threads, tasks, |(r, dst)| {
+                        let (first, n) = (r.first, r.count);
+                        w.out
+                            .apply(&att[first * width..(first + n) * width], n, dst, hidden)
+                    })?;
+                }
                 Ok(AttentionOutput::image(Tensor::from_vec(
                     projected,
                     (batch, tokens, hidden),
@@ -424,6 +432,14 @@ impl Ctx<'_> {
             ..self.shape
         };
         self_attention_serial(&qkv, one, dst)
+    }
+
+    /// The projected attention of the batch item whose rows `r` are, on this thread, into
+    /// `dst` (`[tokens, hidden]`): what an attention hook sees.
+    fn item_projected_attention(&self, r: Rows, dst: &mut [f32]) -> Result<()> {
+        let mut att = Scratch::take(r.count * self.shape.width());
+        self.item_attention(r, &mut att)?;
+        self.w.out.apply(&att, r.count, dst, self.hidden)
     }
 
     /// The whole block for batch item `item`, on this thread, into `dst` (its rows).
