@@ -415,6 +415,40 @@ mod tests {
             .collect()
     }
 
+    /// The gradient reaches the patch embedding: training runs candle's ops there, not the CPU
+    /// kernels' path (which records no backward pass).
+    #[test]
+    fn the_patch_embedding_gets_a_gradient() -> Result<(), TrainError> {
+        let mut trainer = DiffusionTrainer::new(tiny_config(), &Device::Cpu)?;
+        // One step first: the zero-initialised output layer passes no gradient back at start.
+        trainer.train_step()?;
+        let err = || TrainError::candle("gradient");
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).map_err(err())?;
+        let t = Tensor::new(&[100f32, 700.0], &Device::Cpu).map_err(err())?;
+        let y = Tensor::new(&[1u32, 2], &Device::Cpu).map_err(err())?;
+        let loss = trainer
+            .dit
+            .forward(&x, &t, &y)
+            .and_then(|p| p.sqr())
+            .and_then(|p| p.mean_all())
+            .map_err(err())?;
+        let grads = loss.backward().map_err(err())?;
+        let (_, weight) = trainer
+            .params
+            .iter()
+            .find(|(name, _)| name == "pos_embed.proj.weight")
+            .ok_or_else(|| TrainError::Invalid("no pos_embed.proj.weight".into()))?;
+        let norm = grads
+            .get(weight.as_tensor())
+            .ok_or_else(|| TrainError::Invalid("no gradient for the patch embedding".into()))?
+            .abs()
+            .and_then(|g| g.sum_all())
+            .and_then(|g| g.to_scalar::<f32>())
+            .map_err(err())?;
+        assert!(norm > 0.0, "patch embedding gradient {norm}");
+        Ok(())
+    }
+
     /// A run stopped, saved and resumed ends exactly where the uninterrupted run ends.
     #[test]
     fn resume_continues_the_same_run() -> Result<(), TrainError> {

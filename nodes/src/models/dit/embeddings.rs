@@ -131,6 +131,8 @@ pub struct PatchEmbed {
     base_grid: usize,
     /// Position embedding at the training resolution, in the model dtype.
     native_pos: Tensor,
+    /// `Fused` may take the CPU kernels' path; training needs candle's ops for the gradients.
+    pub(super) kernels: super::block::Kernels,
 }
 
 impl PatchEmbed {
@@ -156,6 +158,7 @@ impl PatchEmbed {
             hidden,
             base_grid,
             native_pos,
+            kernels: super::block::Kernels::Fused,
         })
     }
 
@@ -169,7 +172,10 @@ impl PatchEmbed {
         } else {
             sincos_2d(self.hidden, h, w, self.base_grid, x.device())?.to_dtype(x.dtype())?
         };
-        if super::cpu_io::applies(x) && super::cpu_io::applies(&self.weight) {
+        if self.kernels == super::block::Kernels::Fused
+            && super::cpu_io::applies(x)
+            && super::cpu_io::applies(&self.weight)
+        {
             return super::cpu_io::patch_embed(x, p, &self.weight, &self.bias, &pos);
         }
         let patches = x

@@ -102,12 +102,13 @@ impl DiT {
         })
     }
 
-    /// Switches every norm and softmax to `kernels`; training needs `Kernels::Differentiable`.
+    /// Switches every norm and softmax, and the patch embedding, to `kernels`; training needs `Kernels::Differentiable`.
     pub fn set_kernels(&mut self, kernels: Kernels) {
         for block in &mut self.blocks {
             block.set_kernels(kernels);
         }
         self.norm_out = self.norm_out.clone().with_kernels(kernels);
+        self.patch_embed.kernels = kernels;
     }
 
     pub fn config(&self) -> &DiTConfig {
