@@ -11,7 +11,7 @@ use super::config::{CacheConfigError, StepCacheConfig};
 use super::hook::{CallInfo, TransformerHook};
 use super::indicator::rel_l1;
 use super::record::{CallRecord, CfgBranch, Decision, Reason};
-use crate::models::blocks::{run_order, BlockTransformer, Conditioning, Streams};
+use crate::models::blocks::{run_all, run_order, BlockTransformer, Conditioning, Streams};
 use candle_core::{Result, Tensor};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -119,16 +119,9 @@ impl<M: BlockTransformer + ?Sized> TransformerHook<M> for Calibration {
     ) -> Result<Tensor> {
         let started = Instant::now();
         let order = run_order(model.block_lists());
-        let (mut streams, call) = model.embed(x, timesteps, cond)?;
-        let Some(modulated) = model.modulated_input(&streams, &call)? else {
-            candle_core::bail!(
-                "teacache calibration needs the model's modulated input, which it does not expose"
-            );
-        };
-        for &at in &order {
-            streams = model.block(at, &streams, &call)?;
-        }
-        let out = model.finish(&streams, &call)?;
+        let (streams, call) = model.embed(x, timesteps, cond)?;
+        let modulated = modulated_input(model, &streams, &call)?;
+        let out = model.finish(&run_all(model, streams, &call)?, &call)?;
         let mut diff = None;
         if let Some((prev_m, prev_out)) = self.previous.get(&info.branch) {
             let pair = (rel_l1(prev_m, &modulated)?, rel_l1(prev_out, &out)?);
@@ -151,6 +144,20 @@ impl<M: BlockTransformer + ?Sized> TransformerHook<M> for Calibration {
 
     fn drain_records(&mut self) -> Vec<CallRecord> {
         std::mem::take(&mut self.records)
+    }
+}
+
+/// The model's timestep-modulated input to its first block: TeaCache's indicator input.
+fn modulated_input<M: BlockTransformer + ?Sized>(
+    model: &M,
+    streams: &Streams,
+    call: &M::Call,
+) -> Result<Tensor> {
+    match model.modulated_input(streams, call)? {
+        Some(m) => Ok(m),
+        None => candle_core::bail!(
+            "teacache needs the model's modulated input, which it does not expose"
+        ),
     }
 }
 
@@ -213,11 +220,7 @@ impl<M: BlockTransformer + ?Sized> TransformerHook<M> for TeaCache {
         let started = Instant::now();
         let order = run_order(model.block_lists());
         let (streams, call) = model.embed(x, timesteps, cond)?;
-        let Some(modulated) = model.modulated_input(&streams, &call)? else {
-            candle_core::bail!(
-                "teacache needs the model's modulated input, which it does not expose"
-            );
-        };
+        let modulated = modulated_input(model, &streams, &call)?;
         let branch = self.branches.entry(info.branch).or_default();
         let step = info.step_index;
         let forced = step == 0 || step + 1 == info.total_steps;
@@ -268,10 +271,7 @@ impl<M: BlockTransformer + ?Sized> TransformerHook<M> for TeaCache {
                 )
             }
             Decision::Computed => {
-                let mut s = streams;
-                for &at in &order {
-                    s = model.block(at, &s, &call)?;
-                }
+                let s = run_all(model, streams, &call)?;
                 branch.previous_residual = Some((&s.hidden - &h_in)?);
                 (s, order.len())
             }

@@ -357,11 +357,21 @@ pub fn forward<M: BlockTransformer + ?Sized>(
     timesteps: &Tensor,
     cond: &Conditioning,
 ) -> Result<Tensor> {
-    let (mut streams, call) = model.embed(x, timesteps, cond)?;
-    for at in run_order(model.block_lists()) {
-        streams = model.block(at, &streams, &call)?;
-    }
+    let (streams, call) = model.embed(x, timesteps, cond)?;
+    let streams = run_all(model, streams, &call)?;
     model.finish(&streams, &call)
+}
+
+/// Every block in run order on embedded `streams`: the plain forward between embed and finish.
+pub fn run_all<M: BlockTransformer + ?Sized>(
+    model: &M,
+    mut streams: Streams,
+    call: &M::Call,
+) -> Result<Streams> {
+    for at in run_order(model.block_lists()) {
+        streams = model.block(at, &streams, call)?;
+    }
+    Ok(streams)
 }
 
 #[cfg(test)]
